@@ -1,0 +1,641 @@
+"""Fill a run from measurements made elsewhere (``hadis-profile import``).
+
+The main user is the HADIS reference data (arXiv 2509.00642): per-image
+discriminator confidences, the router's prompt features, published per-image
+latencies and the authors' FID sweep. Importing them lets the whole pipeline
+(pareto, resolve, simulate) run on real measurements without a GPU.
+
+Everything is parsed and validated in memory first, then written into a
+temporary run folder that is renamed into place, so a bad input never leaves a
+half-written run behind. Row ``i`` of every per-prompt file is prompt ``i``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hadis_profile.errors import HadisError, UsageError
+from hadis_profile.measurements import ExternalConfig, LatencyStats
+from hadis_profile.metrics import info as metric_info
+from hadis_profile.store import RunStore
+
+# --------------------------------------------------------------------------- the HADIS preset
+
+HADIS_FID_METRIC = "fid:clean-fid-imagenet1k"
+HADIS_SCORER = "hadis-reference-discriminator"
+HADIS_HARDWARE = "l40s"
+HADIS_DEVICE_NAME = "NVIDIA L40S"
+HADIS_ROUTER_FEATURES = (
+    "prompt_length",
+    "token_rarity",
+    "num_objects",
+    "abstractness",
+    "attribute_density",
+    "spatial_relations",
+    "action_verbs",
+    "named_entities",
+)
+HADIS_ROUTER_WEIGHTS = (0.85, 0.32, 0.72, 0.99, 0.76, 0.07, 0.78, 0.01)
+HADIS_IMAGES_PER_PROMPT = 4
+HADIS_N_PROMPTS = 5000
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model to import: its name, spec (hashed), and optional confidence file."""
+
+    name: str
+    spec: dict = field(default_factory=dict)
+    steps: int | None = None
+    confidence_file: Path | None = None
+
+
+#: The four HADIS models by index (the index used in config_results_hybrid.csv), with
+#: the per-image batch-1 latencies the authors used on an NVIDIA L40S.
+HADIS_MODELS: tuple[tuple[str, str, int, float], ...] = (
+    ("sdxl-lightning", "ByteDance/SDXL-Lightning", 2, 0.5),
+    ("sd3.5-large-turbo", "stabilityai/stable-diffusion-3.5-large-turbo", 4, 1.3),
+    ("sd3.5-medium", "stabilityai/stable-diffusion-3.5-medium", 50, 13.0),
+    ("sd3.5-large", "stabilityai/stable-diffusion-3.5-large", 50, 27.0),
+)
+
+
+# --------------------------------------------------------------------------- the import plan
+
+
+@dataclass
+class ImportSpec:
+    """What to import; paths are read and validated before anything is written.
+
+    models:     in index order (external CSVs may name models by index).
+    latencies:  model -> {batch size: seconds per batch}.
+    external_metrics: external CSV column -> metric id it holds.
+    """
+
+    prompts_file: Path
+    models: list[ModelSource]
+    prompts_ascii: bool = False
+    features_file: Path | None = None
+    router_weights: list[float] | None = None
+    router_source: str = ""
+    expected_features: list[str] | None = None
+    latencies: dict[str, dict[int, float]] = field(default_factory=dict)
+    hardware_label: str = "unknown"
+    device_name: str | None = None
+    external_file: Path | None = None
+    external_metrics: dict[str, str] = field(default_factory=lambda: {"fid": HADIS_FID_METRIC})
+    scorer: str = "imported-discriminator"
+    images_per_prompt: int | None = None
+    expected_prompts: int | None = None
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass
+class ImportSummary:
+    """What landed in the run, for the CLI to print and tests to check."""
+
+    run_dir: Path
+    run_id: str
+    n_prompts: int
+    prompt_set_hash: str | None
+    models: list[str]
+    images_per_prompt: int | None
+    confidence_rows: int
+    latency_points: int
+    router_features: list[str]
+    external_rows: int
+    external_latency_max_dev_s: float | None = None
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _require_file(path: Path, what: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise HadisError(f"The {what} {path} does not exist.")
+    return path
+
+
+def read_prompts(path: Path, *, ascii_only: bool = False) -> list[str]:
+    """One prompt per line; ``ascii_only`` drops undecodable bytes (the HADIS file's convention)."""
+    path = _require_file(path, "prompts file")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("ascii", errors="ignore") if ascii_only else raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HadisError(f"The prompts file {path} is not UTF-8 (byte {e.start}).") from None
+    # split("\n") rather than splitlines(): form feeds etc. inside a prompt stay in it.
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            raise HadisError(f"The prompts file {path} has an empty prompt on line {i + 1}.")
+    if not lines:
+        raise HadisError(f"The prompts file {path} has no prompts.")
+    return lines
+
+
+def read_confidences(
+    path: Path, n_prompts: int, images_per_prompt: int | None = None, *, column: int = 1
+) -> np.ndarray:
+    """A prompt-major confidence file (rows = prompts x images) as [n_prompts, k].
+
+    ``column`` picks the P(real) column of a softmax [generated, real] row.
+    """
+    path = _require_file(path, "confidence file")
+    try:
+        data = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as e:
+        raise HadisError(f"The confidence file {path} is not a numeric table ({e}).") from None
+    rows = data.shape[0]
+    if data.shape[1] <= column:
+        raise HadisError(
+            f"The confidence file {path} has {data.shape[1]} column(s); column {column + 1} "
+            "holds the confidence."
+        )
+    if images_per_prompt is not None and rows != n_prompts * images_per_prompt:
+        raise HadisError(
+            f"The confidence file {path} has {rows} rows, expected {n_prompts} prompts x "
+            f"{images_per_prompt} images = {n_prompts * images_per_prompt}."
+        )
+    if rows == 0 or rows % n_prompts:
+        raise HadisError(
+            f"The confidence file {path} has {rows} rows, not a whole number of images for "
+            f"each of the {n_prompts} prompts."
+        )
+    values = data[:, column]
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise HadisError(
+            f"The confidence file {path} has {int(bad.sum())} NaN or infinite value(s), first "
+            f"on line {int(np.flatnonzero(bad)[0]) + 1}."
+        )
+    outside = (values < 0) | (values > 1)
+    if outside.any():
+        raise HadisError(
+            f"The confidence file {path} has {int(outside.sum())} value(s) outside [0, 1], "
+            f"first on line {int(np.flatnonzero(outside)[0]) + 1}."
+        )
+    return values.reshape(n_prompts, rows // n_prompts)
+
+
+def read_prompt_features(
+    path: Path, prompts: list[str], *, ascii_only: bool = False
+) -> tuple[list[str], np.ndarray]:
+    """(feature names, features [n_prompts, k]) from a CSV with a header row.
+
+    An optional ``prompt`` column must match the prompts file row by row, which
+    is how we know row i really is prompt i.
+    """
+    path = _require_file(path, "prompt features file")
+    encoding, errors = ("ascii", "ignore") if ascii_only else ("utf-8", "strict")
+    try:
+        with open(path, newline="", encoding=encoding, errors=errors) as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError:
+        raise HadisError(f"The prompt features file {path} is not UTF-8.") from None
+    if not rows:
+        raise HadisError(f"The prompt features file {path} is empty.")
+    header, body = rows[0], [r for r in rows[1:] if r]
+    prompt_col = header.index("prompt") if "prompt" in header else None
+    cols = [i for i in range(len(header)) if i != prompt_col]
+    if not cols:
+        raise HadisError(f"The prompt features file {path} has no feature columns.")
+    if len(body) != len(prompts):
+        raise HadisError(
+            f"The prompt features file {path} has {len(body)} rows, expected one per prompt "
+            f"({len(prompts)})."
+        )
+    feats = np.empty((len(body), len(cols)), dtype=np.float64)
+    for i, row in enumerate(body):
+        if len(row) != len(header):
+            raise HadisError(
+                f"Row {i + 2} of the prompt features file {path} has {len(row)} fields, "
+                f"expected {len(header)}."
+            )
+        if prompt_col is not None and row[prompt_col] != prompts[i]:
+            raise HadisError(
+                f"Row {i + 2} of the prompt features file {path} is for another prompt than "
+                f"line {i + 1} of the prompts file."
+            )
+        try:
+            feats[i] = [float(row[c]) for c in cols]
+        except ValueError:
+            raise HadisError(
+                f"Row {i + 2} of the prompt features file {path} has a non-numeric feature."
+            ) from None
+    bad = ~np.isfinite(feats)
+    if bad.any():
+        r, c = (int(x) for x in np.argwhere(bad)[0])
+        raise HadisError(
+            f"The prompt features file {path} has NaN or infinite values, first in row {r + 2} "
+            f"column '{header[cols[c]]}'."
+        )
+    return [header[c] for c in cols], feats
+
+
+def router_scores(
+    features: np.ndarray, weights: list[float], names: list[str], *, source: str = ""
+) -> tuple[np.ndarray, dict]:
+    """HADIS's router: weights . z-normalised features (population std, ddof=0).
+
+    Returns (scores [n], spec). The spec keeps mean and std so a serving stack
+    can score an unseen prompt exactly as the profiled ones were scored.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (features.shape[1],):
+        raise HadisError(
+            f"{len(w)} router weights were given for {features.shape[1]} prompt features."
+        )
+    mean = features.mean(axis=0)
+    std = features.std(axis=0, ddof=0)
+    constant = np.flatnonzero(std == 0)
+    if len(constant):
+        raise HadisError(
+            f"Prompt feature '{names[int(constant[0])]}' is constant over all prompts, so it "
+            "cannot be z-normalised."
+        )
+    scores = ((features - mean) / std) @ w
+    spec = {
+        "kind": "linear-z",
+        "features": list(names),
+        "weights": w.tolist(),
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "ddof": 0,
+        "source": source,
+    }
+    return scores, spec
+
+
+_LATENCY_SYNTAX = "NAME=BATCH:SECONDS[,BATCH:SECONDS...] (or NAME=SECONDS for batch size 1)"
+
+
+def _seconds(value: object, where: str) -> float:
+    try:
+        s = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: '{value}' is not a number of seconds.") from None
+    if not (math.isfinite(s) and s > 0):
+        raise UsageError(f"{where}: the latency {value} must be a positive number of seconds.")
+    return s
+
+
+def _batch(value: object, where: str) -> int:
+    try:
+        b = int(str(value))
+    except ValueError:
+        raise UsageError(f"{where}: batch size '{value}' is not an integer.") from None
+    if b < 1:
+        raise UsageError(f"{where}: batch size {b} must be at least 1.")
+    return b
+
+
+def parse_latency_spec(text: str) -> tuple[str, dict[int, float]]:
+    """``sdxl-lightning=1:0.5,4:1.6`` -> ("sdxl-lightning", {1: 0.5, 4: 1.6}); seconds per batch."""
+    name, sep, points = text.rpartition("=")
+    name = name.strip()
+    if not sep or not name or not points.strip():
+        raise UsageError(f"Latency spec '{text}' is malformed; expected {_LATENCY_SYNTAX}.")
+    where = f"Latency spec '{text}'"
+    out: dict[int, float] = {}
+    for part in points.split(","):
+        batch, colon, secs = part.strip().rpartition(":")
+        b = _batch(batch, where) if colon else 1
+        out[b] = _seconds(secs, where)
+    return name, out
+
+
+def read_latency_yaml(path: Path) -> dict[str, dict[int, float]]:
+    """A small YAML: ``model: {batch: seconds}`` (or ``model: seconds`` for batch size 1)."""
+    import yaml  # lazily: only this command reads YAML
+
+    path = _require_file(path, "latency file")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise HadisError(f"The latency file {path} is not valid YAML ({e}).") from None
+    if not isinstance(doc, dict):
+        raise HadisError(f"The latency file {path} must map model names to latencies.")
+    out: dict[str, dict[int, float]] = {}
+    for model, points in doc.items():
+        where = f"Latency file {path}, model '{model}'"
+        if isinstance(points, dict):
+            out[str(model)] = {_batch(b, where): _seconds(s, where) for b, s in points.items()}
+        else:
+            out[str(model)] = {1: _seconds(points, where)}
+    return out
+
+
+def read_external_csv(
+    path: Path, model_names: list[str], metrics: dict[str, str]
+) -> tuple[list[ExternalConfig], list[tuple[str, str, float, float, float]]]:
+    """Per-configuration results (HADIS's config_results_hybrid.csv layout).
+
+    Columns light_model, heavy_model (index or name), router_ratio (0 if
+    absent), disc_ratio (or threshold when there is no router_ratio: the
+    discriminator-only sweep), plus the metric columns named in ``metrics``.
+    Returns the configs and, when a ``latency`` column exists, (light, heavy, r,
+    d, latency) rows so the caller can check them against the nominal formula.
+    """
+    path = _require_file(path, "external results file")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        rows = list(reader)
+    has_r = "router_ratio" in columns
+    d_col = "disc_ratio" if "disc_ratio" in columns else None
+    if d_col is None and not has_r and "threshold" in columns:
+        d_col = "threshold"
+    needed = ["light_model", "heavy_model", *metrics]
+    missing = [c for c in needed if c not in columns] + ([] if d_col else ["disc_ratio"])
+    if missing:
+        raise HadisError(f"The external results file {path} lacks column(s) {', '.join(missing)}.")
+    if not rows:
+        raise HadisError(f"The external results file {path} has no rows.")
+
+    def model(value: str, line: int) -> str:
+        v = value.strip()
+        if v.isdigit() and int(v) < len(model_names):
+            return model_names[int(v)]
+        if v in model_names:
+            return v
+        raise HadisError(
+            f"Line {line} of {path} names model '{v}', which is neither an index below "
+            f"{len(model_names)} nor one of the imported models."
+        )
+
+    def number(row: dict, col: str, line: int) -> float:
+        try:
+            x = float(row[col])
+        except (TypeError, ValueError):
+            raise HadisError(f"Line {line} of {path} has a non-numeric '{col}'.") from None
+        if not math.isfinite(x):
+            raise HadisError(f"Line {line} of {path} has a NaN or infinite '{col}'.")
+        return x
+
+    configs: list[ExternalConfig] = []
+    latencies: list[tuple[str, str, float, float, float]] = []
+    seen: set[tuple] = set()
+    for i, row in enumerate(rows):
+        line = i + 2
+        light, heavy = model(row["light_model"], line), model(row["heavy_model"], line)
+        if light == heavy:
+            raise HadisError(f"Line {line} of {path} pairs model '{light}' with itself.")
+        r = number(row, "router_ratio", line) if has_r else 0.0
+        d = number(row, d_col, line)  # type: ignore[arg-type]
+        if not (0 <= r <= 1 and 0 <= d <= 1):
+            raise HadisError(f"Line {line} of {path} has a ratio outside [0, 1].")
+        key = (light, heavy, round(r, 9), round(d, 9))
+        if key in seen:
+            raise HadisError(f"Line {line} of {path} repeats configuration {key}.")
+        seen.add(key)
+        values = {metric: number(row, col, line) for col, metric in metrics.items()}
+        configs.append(ExternalConfig(light, heavy, r, d, values))
+        if "latency" in columns:
+            latencies.append((light, heavy, r, d, number(row, "latency", line)))
+    return configs, latencies
+
+
+def nominal_latency(r: float, d: float, l_light: float, l_heavy: float) -> float:
+    """HADIS's expected per-query latency for (r, d): see docs/architecture.md."""
+    t = r + (1 - r) * d
+    return (1 - t) * l_light + r * l_heavy + (1 - r) * d * (l_light + l_heavy)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- the import
+
+
+def run_import(spec: ImportSpec, out: Path, *, fresh: bool = False) -> ImportSummary:
+    """Validate every input, then write the run into ``out`` all at once.
+
+    The run is built in a sibling temp folder and renamed into place; with
+    ``fresh`` an existing run in ``out`` is replaced only after the new one is
+    complete.
+    """
+    out = Path(out)
+    if out.exists() and not fresh:
+        raise HadisError(f"{out} already exists; pass --fresh to replace it.")
+    if not spec.models:
+        raise HadisError("Nothing to import: no models were given.")
+    names = [m.name for m in spec.models]
+    if len(set(names)) != len(names):
+        raise HadisError(f"Model names must be unique, got {', '.join(names)}.")
+    unknown = sorted(set(spec.latencies) - set(names))
+    if unknown:
+        raise UsageError(
+            f"Latency given for unknown model '{unknown[0]}'; the models are {', '.join(names)}."
+        )
+    for metric in spec.external_metrics.values():
+        metric_info(metric)  # an unknown scorer is refused now, not at compile time
+
+    # ---- read and validate everything in memory
+    prompts = read_prompts(spec.prompts_file, ascii_only=spec.prompts_ascii)
+    n = len(prompts)
+    if spec.expected_prompts is not None and n != spec.expected_prompts:
+        raise HadisError(
+            f"The prompts file {spec.prompts_file} has {n} prompts, expected "
+            f"{spec.expected_prompts}."
+        )
+    confidences = {
+        m.name: read_confidences(m.confidence_file, n, spec.images_per_prompt)
+        for m in spec.models
+        if m.confidence_file is not None
+    }
+    router = None
+    if spec.features_file is not None:
+        feat_names, feats = read_prompt_features(
+            spec.features_file, prompts, ascii_only=spec.prompts_ascii
+        )
+        if spec.expected_features is not None and feat_names != list(spec.expected_features):
+            raise HadisError(
+                f"The prompt features file {spec.features_file} has columns "
+                f"{', '.join(feat_names)}, expected {', '.join(spec.expected_features)}."
+            )
+        if spec.router_weights is None:
+            raise UsageError("Prompt features were given without router weights.")
+        scores, router_spec = router_scores(
+            feats, spec.router_weights, feat_names, source=spec.router_source
+        )
+        router = (feats, feat_names, scores, router_spec)
+    external: list[ExternalConfig] = []
+    max_dev = None
+    if spec.external_file is not None:
+        external, ext_latency = read_external_csv(spec.external_file, names, spec.external_metrics)
+        b1 = {m: p[1] for m, p in spec.latencies.items() if 1 in p}
+        devs = [
+            abs(nominal_latency(r, d, b1[lo], b1[hi]) - lat)
+            for lo, hi, r, d, lat in ext_latency
+            if lo in b1 and hi in b1
+        ]
+        max_dev = max(devs) if devs else None
+
+    # Input hashes, keyed relative to the inputs' common folder so the
+    # provenance does not depend on where the data sits on this machine.
+    inputs = [spec.prompts_file, spec.features_file, spec.external_file]
+    inputs = [Path(p).resolve() for p in [*inputs, *(m.confidence_file for m in spec.models)] if p]
+    root = Path(os.path.commonpath([p.parent for p in inputs]))
+    provenance = {
+        **spec.provenance,
+        "imported_from": {p.relative_to(root).as_posix(): _sha256_file(p) for p in inputs},
+    }
+
+    # ---- write into a temp folder, then rename into place
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
+    try:
+        store = RunStore.create(tmp, provenance=provenance, run_id=out.name)
+        try:
+            with store.transaction():
+                store.add_prompts(prompts)
+                store.upsert_hardware(spec.hardware_label, device_name=spec.device_name)
+                for m in spec.models:
+                    store.upsert_model(m.name, spec=m.spec, steps=m.steps)
+                    for b, secs in sorted(spec.latencies.get(m.name, {}).items()):
+                        store.put_latency(
+                            m.name, spec.hardware_label, LatencyStats.constant(b, secs)
+                        )
+                    if m.name in confidences:
+                        store.put_confidences_bulk(m.name, confidences[m.name], scorer=spec.scorer)
+                if router is not None:
+                    store.put_router(router[0], router[1], router[2], router[3])
+                if external:
+                    store.put_external_configs(external)
+            summary = ImportSummary(
+                run_dir=out,
+                run_id=store.run_id,
+                n_prompts=n,
+                prompt_set_hash=store.prompt_set_hash(),
+                models=names,
+                images_per_prompt=next((c.shape[1] for c in confidences.values()), None),
+                confidence_rows=sum(c.size for c in confidences.values()),
+                latency_points=sum(len(p) for p in spec.latencies.values()),
+                router_features=router[1] if router else [],
+                external_rows=len(external),
+                external_latency_max_dev_s=max_dev,
+            )
+        finally:
+            store.close()  # checkpoints the WAL so the folder is self-contained
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Rename ``new`` to ``target``; an old ``target`` is moved aside first, then deleted."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old.rmdir()
+        target.rename(old)
+    try:
+        new.rename(target)
+    except BaseException:
+        if old is not None:
+            with contextlib.suppress(OSError):
+                old.rename(target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def hadis_reference_spec(
+    data_dir: Path,
+    *,
+    latencies: dict[str, dict[int, float]] | None = None,
+    hardware_label: str = HADIS_HARDWARE,
+    device_name: str | None = HADIS_DEVICE_NAME,
+    external: bool = True,
+) -> ImportSpec:
+    """The HADIS reference data set as an :class:`ImportSpec`.
+
+    ``latencies`` overrides (per model, per batch size) the published batch-1
+    L40S numbers; models may be named by name or by index 0..3.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise HadisError(f"The HADIS reference folder {data_dir} does not exist.")
+    names = [m[0] for m in HADIS_MODELS]
+    merged: dict[str, dict[int, float]] = {name: {1: secs} for name, _, _, secs in HADIS_MODELS}
+    for key, points in (latencies or {}).items():
+        name = names[int(key)] if key.isdigit() and int(key) < len(names) else key
+        if name not in merged:
+            raise UsageError(
+                f"Latency given for unknown model '{key}'; the HADIS models are {', '.join(names)}."
+            )
+        merged[name] = {**merged[name], **points}
+    models = [
+        ModelSource(
+            name=name,
+            spec={"name": name, "repo": repo, "steps": steps, "source": "hadis-reference"},
+            steps=steps,
+            confidence_file=data_dir / "confidence_scores" / f"scores_model_{i}.txt",
+        )
+        for i, (name, repo, steps, _) in enumerate(HADIS_MODELS)
+    ]
+    return ImportSpec(
+        prompts_file=data_dir / "prompts_imagenet1k_5k.txt",
+        prompts_ascii=True,
+        models=models,
+        features_file=data_dir / "prompt_features.csv",
+        router_weights=list(HADIS_ROUTER_WEIGHTS),
+        router_source="HADIS published router weights (arXiv 2509.00642), prompt_features.csv",
+        expected_features=list(HADIS_ROUTER_FEATURES),
+        latencies=merged,
+        hardware_label=hardware_label,
+        device_name=device_name,
+        external_file=data_dir / "config_results_hybrid.csv" if external else None,
+        external_metrics={"fid": HADIS_FID_METRIC},
+        scorer=HADIS_SCORER,
+        images_per_prompt=HADIS_IMAGES_PER_PROMPT,
+        expected_prompts=HADIS_N_PROMPTS,
+        provenance={
+            "source": "hadis-reference",
+            "paper": "arXiv 2509.00642",
+            "latency_note": "published per-image batch-1 latencies on an NVIDIA L40S",
+            **({"latency_overrides": latencies} if latencies else {}),
+        },
+    )
+
+
+def import_hadis_reference(
+    data_dir: Path,
+    out: Path,
+    *,
+    fresh: bool = False,
+    latencies: dict[str, dict[int, float]] | None = None,
+    hardware_label: str = HADIS_HARDWARE,
+    device_name: str | None = HADIS_DEVICE_NAME,
+    external: bool = True,
+) -> ImportSummary:
+    """Import the HADIS reference data set into run folder ``out``."""
+    spec = hadis_reference_spec(
+        data_dir,
+        latencies=latencies,
+        hardware_label=hardware_label,
+        device_name=device_name,
+        external=external,
+    )
+    return run_import(spec, out, fresh=fresh)
