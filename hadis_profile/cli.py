@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -43,12 +43,557 @@ def _root(
     """Profile diffusion models, compile a Pareto cascade table, and resolve serving plans."""
 
 
+# --------------------------------------------------------------------------- import / export
+
+import_app = typer.Typer(
+    help="Fill a run from measurements made elsewhere (e.g. the HADIS reference data).",
+    no_args_is_help=True,
+)
+app.add_typer(import_app, name="import")
+
+_LATENCY_HELP = (
+    "Latency NAME=BATCH:SECONDS[,BATCH:SECONDS...] in seconds per batch (NAME=SECONDS means "
+    "batch size 1); repeatable."
+)
+
+
+def _latencies(specs: list[str] | None, yaml_file: Path | None) -> dict[str, dict[int, float]]:
+    """Merge --latency-yaml and --latency (the command line wins per batch size)."""
+    from hadis_profile.importer import parse_latency_spec, read_latency_yaml
+
+    merged = read_latency_yaml(yaml_file) if yaml_file else {}
+    for text in specs or []:
+        name, points = parse_latency_spec(text)
+        merged[name] = {**merged.get(name, {}), **points}
+    return merged
+
+
+def _print_import(summary) -> None:  # summary: importer.ImportSummary
+    from rich.table import Table
+
+    t = Table(title=f"Imported run '{summary.run_id}'", show_header=False)
+    t.add_row("run folder", str(summary.run_dir))
+    t.add_row("prompts", f"{summary.n_prompts}  (set hash {summary.prompt_set_hash[:12]}...)")
+    t.add_row("models", ", ".join(summary.models))
+    t.add_row(
+        "confidences",
+        f"{summary.confidence_rows} images ({summary.images_per_prompt} per prompt)"
+        if summary.confidence_rows
+        else "none",
+    )
+    t.add_row("latency points", str(summary.latency_points))
+    t.add_row("router features", ", ".join(summary.router_features) or "none")
+    t.add_row("external configurations", str(summary.external_rows))
+    if summary.external_latency_max_dev_s is not None:
+        t.add_row(
+            "external latency check",
+            f"max |nominal - file| = {summary.external_latency_max_dev_s:.4f} s",
+        )
+    console.print(t)
+
+
+@import_app.command("hadis-reference")
+def import_hadis_reference_cmd(
+    data_dir: Annotated[
+        Path,
+        typer.Argument(help="The hadis-reference folder, e.g. ../shared/data/hadis-reference."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")] = Path(
+        "outputs/hadis-ref"
+    ),
+    latency: Annotated[
+        list[str] | None,
+        typer.Option("--latency", help=_LATENCY_HELP + " Overrides the published L40S numbers."),
+    ] = None,
+    latency_yaml: Annotated[
+        Path | None, typer.Option("--latency-yaml", help="YAML: model -> {batch: seconds}.")
+    ] = None,
+    hardware: Annotated[str, typer.Option(help="Hardware label of the latencies.")] = "l40s",
+    device_name: Annotated[str, typer.Option(help="Device name to record.")] = "NVIDIA L40S",
+    external: Annotated[
+        bool, typer.Option(help="Import the authors' FID sweep (config_results_hybrid.csv).")
+    ] = True,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Replace an existing run.")] = False,
+) -> None:
+    """Import the HADIS reference data (arXiv 2509.00642): 4 models, 5,000 prompts."""
+    from hadis_profile.importer import import_hadis_reference
+
+    summary = import_hadis_reference(
+        data_dir,
+        out,
+        fresh=fresh,
+        latencies=_latencies(latency, latency_yaml),
+        hardware_label=hardware,
+        device_name=device_name,
+        external=external,
+    )
+    _print_import(summary)
+
+
+@import_app.command("files")
+def import_files_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to create.")],
+    prompts: Annotated[Path, typer.Option(help="Prompts file, one per line; line i = prompt i.")],
+    model: Annotated[
+        list[str],
+        typer.Option(
+            help="NAME[=CONFIDENCE_FILE], in index order (index = position); repeatable. A "
+            "confidence file has one row per image, prompt-major, confidence in column 2."
+        ),
+    ],
+    features: Annotated[
+        Path | None,
+        typer.Option(help="Router features CSV with a header (optional 'prompt' column)."),
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Router weights, comma-separated, one per feature column.")
+    ] = None,
+    latency: Annotated[list[str] | None, typer.Option(help=_LATENCY_HELP)] = None,
+    latency_yaml: Annotated[
+        Path | None, typer.Option("--latency-yaml", help="YAML: model -> {batch: seconds}.")
+    ] = None,
+    hardware: Annotated[str, typer.Option(help="Hardware label of the latencies.")] = "unknown",
+    device_name: Annotated[str | None, typer.Option(help="Device name to record.")] = None,
+    external: Annotated[
+        Path | None,
+        typer.Option(help="Per-configuration CSV (light_model, heavy_model, router_ratio, ...)."),
+    ] = None,
+    external_metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="COLUMN=METRIC_ID of the external CSV; default fid=fid:clean-fid-imagenet1k."
+        ),
+    ] = None,
+    scorer: Annotated[
+        str, typer.Option(help="Id of the discriminator.")
+    ] = "imported-discriminator",
+    images_per_prompt: Annotated[
+        int | None, typer.Option(help="Expected images per prompt in confidence files.")
+    ] = None,
+    ascii_prompts: Annotated[
+        bool, typer.Option("--ascii", help="Read prompts as ASCII, dropping undecodable bytes.")
+    ] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Replace an existing run.")] = False,
+) -> None:
+    """Import generic files: prompts, per-model confidences, router features, latencies."""
+    from hadis_profile.errors import UsageError
+    from hadis_profile.importer import HADIS_FID_METRIC, ImportSpec, ModelSource, run_import
+
+    models = []
+    for text in model:
+        name, _, conf = text.partition("=")
+        if not name.strip():
+            raise UsageError(f"--model '{text}' is malformed; expected NAME[=CONFIDENCE_FILE].")
+        models.append(
+            ModelSource(
+                name.strip(),
+                spec={"name": name.strip(), "source": "import"},
+                confidence_file=Path(conf) if conf else None,
+            )
+        )
+    metrics = {"fid": HADIS_FID_METRIC}
+    if external_metric:
+        metrics = {}
+        for text in external_metric:
+            col, sep, metric = text.partition("=")
+            if not sep or not col or not metric:
+                raise UsageError(
+                    f"--external-metric '{text}' is malformed; expected COLUMN=METRIC_ID."
+                )
+            metrics[col] = metric
+    try:
+        w = [float(x) for x in weights.split(",")] if weights else None
+    except ValueError:
+        raise UsageError(
+            f"--weights '{weights}' is not a comma-separated list of numbers."
+        ) from None
+    spec = ImportSpec(
+        prompts_file=prompts,
+        prompts_ascii=ascii_prompts,
+        models=models,
+        features_file=features,
+        router_weights=w,
+        router_source=f"weights given on the command line, features from {features}",
+        latencies=_latencies(latency, latency_yaml),
+        hardware_label=hardware,
+        device_name=device_name,
+        external_file=external,
+        external_metrics=metrics,
+        scorer=scorer,
+        images_per_prompt=images_per_prompt,
+        provenance={"source": "import"},
+    )
+    _print_import(run_import(spec, out, fresh=fresh))
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="Run folder (or a run id under outputs/).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv or parquet.")] = "csv",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder to write (default RUN/export).")
+    ] = None,
+) -> None:
+    """Export every table of a run as CSV or parquet files, one per table."""
+    from rich.table import Table
+
+    from hadis_profile.errors import UsageError
+    from hadis_profile.store import EXPORT_FORMATS, RunStore
+
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"--format '{fmt}' is not one of {', '.join(EXPORT_FORMATS)}.")
+    if not run.is_dir() and (Path("outputs") / run).is_dir():
+        run = Path("outputs") / run
+    with RunStore.open(run) as store:
+        paths = store.export(out or run / "export", fmt)
+    t = Table(title=f"Exported {run} as {fmt}")
+    t.add_column("file")
+    t.add_column("bytes", justify="right")
+    for p in paths:
+        t.add_row(str(p), f"{p.stat().st_size:,}")
+    console.print(t)
+
+
+# ----------------------------------------------------------------------- pareto / validate / show
+
+
+@app.command("pareto")
+def pareto_cmd(
+    run: Annotated[Path, typer.Option("--run", help="Run folder (or a run id under outputs/).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Table file to write.")] = Path(
+        "table.json"
+    ),
+    quality: Annotated[
+        str | None,
+        typer.Option("--quality", help="Metric id (or scorer name) to rank by."),
+    ] = None,
+    per_pair: Annotated[
+        bool,
+        typer.Option("--per-pair", help="Keep each pair's own front, not only the global one."),
+    ] = False,
+    pairs: Annotated[
+        str, typer.Option("--pairs", help="Candidate pairs: 'all' or 'adjacent' (in cost order).")
+    ] = "all",
+    grid: Annotated[int, typer.Option("--grid", help="Steps per axis of the (r, d) grid.")] = 10,
+    exact: Annotated[
+        bool, typer.Option("--exact", help="Every distinct threshold the data allows.")
+    ] = False,
+    nominal: Annotated[
+        bool, typer.Option("--nominal", help="HADIS's nominal fractions and latency.")
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Also write a quality-vs-cost PNG."),
+    ] = None,
+) -> None:
+    """Compile a run into a Pareto cascade table (written atomically; nothing on failure)."""
+    from hadis_profile.errors import UsageError
+    from hadis_profile.pareto import compile_table
+    from hadis_profile.store import RunStore
+    from hadis_profile.table import check_document, write_table
+
+    if pairs not in ("all", "adjacent"):
+        raise UsageError(f"--pairs '{pairs}' is not one of all, adjacent.")
+    if grid < 1:
+        raise UsageError(f"--grid must be at least 1, not {grid}.")
+    if not run.is_dir() and (Path("outputs") / run).is_dir():
+        run = Path("outputs") / run
+    with RunStore.open(run) as store:
+        meas = store.load_measurements()
+    doc = compile_table(
+        meas,
+        quality_metric=quality,
+        pairs=pairs,
+        per_pair=per_pair,
+        grid=grid,
+        exact=exact,
+        nominal=nominal,
+    )
+    check_document(doc, str(out))
+    if plot is not None:
+        from hadis_profile.report import plot_pareto
+
+        plot_pareto(doc, plot)
+    write_table(out, doc)
+    payload = doc["payload"]
+    sweep = payload["provenance"]["sweep"]
+    singles = sum(1 for r in payload["rows"] if r["kind"] == "single")
+    console.print(
+        f"Kept {len(payload['rows']) - singles} of {sweep['configurations_evaluated']:,} "
+        f"configurations (+{singles} single-model rows), ranked by "
+        f"{payload['provenance']['quality_metric']}; wrote {out} (sha256 {doc['sha256'][:12]})"
+        + (f" and {plot}" if plot is not None else "")
+        + ".",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("validate")
+def validate_cmd(
+    table: Annotated[Path, typer.Argument(help="The table.json to check.")],
+) -> None:
+    """Check a table against its JSON Schema and its sha256; exit 1 with one sentence if not."""
+    from hadis_profile.table import validate_file
+
+    t = validate_file(table)
+    console.print(
+        f"[green]{table} is a valid cascade table[/] (schema {t.document['schema_version']}, "
+        f"{len(t.rows)} rows, sha256 {t.sha256[:12]}).",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("show")
+def show_cmd(
+    table: Annotated[Path, typer.Argument(help="The table.json to show.")],
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Also write a quality-vs-cost PNG."),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=0, help="Show at most this many rows."),
+    ] = None,
+) -> None:
+    """Print a table's provenance and rows; optionally plot its Pareto front."""
+    from hadis_profile.report import plot_pareto, render_table
+    from hadis_profile.table import load_table
+
+    t = load_table(table)
+    render_table(t, console, limit=limit)
+    if plot is not None:
+        plot_pareto(t, plot)
+        console.print(f"Wrote {plot}.", highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- zoo / prompts
+
+zoo_app = typer.Typer(help="Check and list the model zoo (model_zoo.yaml).", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+prompts_app = typer.Typer(help="Inspect prompt sets before profiling them.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+_ZOO_ARG = typer.Argument(help="The zoo YAML file.")
+
+
+@zoo_app.command("validate")
+def zoo_validate_cmd(
+    path: Annotated[Path, _ZOO_ARG] = Path("model_zoo.yaml"),
+) -> None:
+    """Validate a zoo and print its models; exit 2 with one sentence if it is invalid."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from hadis_profile.zoo import load_zoo
+
+    zoo = load_zoo(path)
+    table = Table(
+        title=escape(str(path)),
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("name", no_wrap=True)  # the key: never truncated
+    table.add_column("family")
+    table.add_column("source", overflow="ellipsis")  # shrinks first on narrow terminals
+    table.add_column("steps", justify="right")
+    table.add_column("cfg", justify="right")
+    table.add_column("size", no_wrap=True)
+    table.add_column("dtype")
+    for m in zoo:
+        source = m.source + (f"@{m.revision}" if m.revision else "")
+        if m.components:
+            source += " (+" + ", ".join(c.component for c in m.components) + ")"
+        cells = (m.name, m.family or "-", source, str(m.steps), f"{m.guidance_scale:g}", m.size)
+        table.add_row(*map(escape, cells), m.dtype)
+    console.print(table)
+    console.print(
+        f"[green]{escape(str(path))} is valid:[/] {len(zoo)} models, zoo hash {zoo.hash()[:12]}.",
+        highlight=False,
+    )
+
+
+@zoo_app.command("list")
+def zoo_list_cmd(
+    path: Annotated[Path, _ZOO_ARG] = Path("model_zoo.yaml"),
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", "-t", help="Only models with this tag (or family); repeatable."),
+    ] = None,
+) -> None:
+    """Print model names, one per line (handy in shell loops)."""
+    from hadis_profile.zoo import load_zoo
+
+    for name in load_zoo(path).select(tags=tag).names:
+        typer.echo(name)
+
+
+@prompts_app.command("inspect")
+def prompts_inspect_cmd(
+    file: Annotated[Path, typer.Argument(help="A .txt, .tsv, .csv, .jsonl or .parquet file.")],
+    column: Annotated[
+        str | None,
+        typer.Option("--column", "-c", help="Column or JSON key (default: prompt/text)."),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Keep the first N prompts (after de-duplication)."),
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option("--sample", min=1, help="Then draw N at random (kept in file order)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
+    dedup: Annotated[
+        bool, typer.Option("--dedup/--no-dedup", help="Drop repeated prompts.")
+    ] = True,
+    encoding: Annotated[str, typer.Option("--encoding", help="Text encoding.")] = "utf-8",
+    errors: Annotated[
+        str, typer.Option("--errors", help="Undecodable bytes: strict, replace or ignore.")
+    ] = "strict",
+    show: Annotated[int, typer.Option("--show", min=0, help="How many examples to print.")] = 5,
+) -> None:
+    """Load a prompt set as a run would and print its counts, hash and a few examples."""
+    from hadis_profile.prompts import load_prompts
+
+    ps = load_prompts(
+        file,
+        column=column,
+        limit=limit,
+        sample=sample,
+        seed=seed,
+        dedup=dedup,
+        encoding=encoding,
+        errors=errors,
+    )
+    out = Console(highlight=False, markup=False, soft_wrap=True)
+    out.print(f"{file}" + (f" (column {ps.column!r})" if ps.column else ""))
+    out.print(f"  read        {ps.n_read:,} records, {ps.n_blank:,} blank dropped")
+    out.print(f"  duplicates  {ps.n_duplicates:,} dropped, {ps.n_unique:,} unique")
+    picked = []
+    if limit is not None:
+        picked.append(f"first {limit:,}")
+    if sample is not None:
+        picked.append(f"sample {sample:,} with seed {seed}")
+    out.print(f"  prompts     {len(ps):,}" + (f" ({', then '.join(picked)})" if picked else ""))
+    out.print(f"  sha256      {ps.sha256}")
+    for i, text in enumerate(ps.texts[:show], start=1):
+        out.print(f"  {i:>3}. {text if len(text) <= 160 else text[:157] + '...'}")
+
+
+# --------------------------------------------------------------------------- router
+
+router_app = typer.Typer(
+    help="The rule-based prompt router (HADIS): features and scores.", no_args_is_help=True
+)
+app.add_typer(router_app, name="router")
+
+_LEXICON_HELP = "Concreteness CSV (Brysbaert et al. 2014: Word, Conc.M); default: built-in list."
+_SPATIAL_HELP = "Spatial phrases, one per line; default: built-in list."
+_ENCODING_HELP = "Encoding of the prompts file; undecodable bytes are dropped (HADIS: ascii)."
+
+
+def _router_write_csv(out: Path | None, header: list[str], rows) -> None:
+    """CSV to --out (atomically) or stdout."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    if out is None:
+        sys.stdout.write(buf.getvalue())
+    else:
+        from hadis_profile.table import atomic_write_text
+
+        atomic_write_text(out, buf.getvalue())
+
+
+@router_app.command("features")
+def router_features_cmd(
+    prompts_file: Annotated[Path, typer.Argument(help="Prompts, one per line.")],
+    lexicon: Annotated[Path | None, typer.Option("--lexicon", help=_LEXICON_HELP)] = None,
+    spatial: Annotated[Path | None, typer.Option("--spatial", help=_SPATIAL_HELP)] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="features.csv (default: stdout).")
+    ] = None,
+    encoding: Annotated[str, typer.Option("--encoding", help=_ENCODING_HELP)] = "utf-8",
+) -> None:
+    """Compute the router's 8 features per prompt (the layout of HADIS's prompt_features.csv)."""
+    from hadis_profile.router import FEATURES, Router, read_prompts
+
+    prompts = read_prompts(prompts_file, encoding=encoding)
+    X = Router(lexicon=lexicon, spatial_terms=spatial).features(prompts)
+    rows = ([p, *map(int, row)] for p, row in zip(prompts, X, strict=True))
+    _router_write_csv(out, ["prompt", *FEATURES], rows)
+    if out is not None:
+        err_console.print(f"Wrote the features of {len(prompts):,} prompts to {out}.")
+
+
+@router_app.command("score")
+def router_score_cmd(
+    prompts_file: Annotated[Path, typer.Argument(help="Prompts, one per line.")],
+    table: Annotated[
+        Path | None,
+        typer.Option("--table", help="Use this table.json's router (its weights and stats)."),
+    ] = None,
+    lexicon: Annotated[Path | None, typer.Option("--lexicon", help=_LEXICON_HELP)] = None,
+    spatial: Annotated[Path | None, typer.Option("--spatial", help=_SPATIAL_HELP)] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option("--weights", help="8 comma-separated weights (default: HADIS's)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="scores.csv (default: stdout).")
+    ] = None,
+    spec_out: Annotated[
+        Path | None, typer.Option("--spec-out", help="Also write the router spec (JSON).")
+    ] = None,
+    encoding: Annotated[str, typer.Option("--encoding", help=_ENCODING_HELP)] = "utf-8",
+) -> None:
+    """Score prompts (higher = harder); without --table, normalise over these prompts."""
+    import json
+
+    from hadis_profile.errors import UsageError
+    from hadis_profile.router import DEFAULT_WEIGHTS, Router, read_prompts
+
+    prompts = read_prompts(prompts_file, encoding=encoding)
+    if table is not None:
+        if lexicon or spatial or weights:
+            raise UsageError("--table fixes the router; drop --lexicon, --spatial and --weights.")
+        router = Router.from_table(table)
+        scores = router.score(prompts)
+    else:
+        w = DEFAULT_WEIGHTS
+        if weights is not None:
+            try:
+                w = tuple(float(x) for x in weights.split(","))
+            except ValueError:
+                raise UsageError(f"--weights {weights!r} is not a list of numbers.") from None
+        router = Router(weights=w, lexicon=lexicon, spatial_terms=spatial)
+        X = router.features(prompts)
+        scores = router.fit_normalisation(features=X).score_features(X)
+    rows = ([p, repr(float(s))] for p, s in zip(prompts, scores, strict=True))
+    _router_write_csv(out, ["prompt", "score"], rows)
+    if spec_out is not None:
+        from hadis_profile.table import atomic_write_text
+
+        atomic_write_text(spec_out, json.dumps(router.to_spec(), indent=1, allow_nan=False) + "\n")
+    if out is not None:
+        err_console.print(f"Wrote the scores of {len(prompts):,} prompts to {out}.")
+
+
 def main() -> None:
     """Console-script entry point: user errors print one sentence, never a traceback."""
     try:
         app()  # standalone: Click prints usage errors and exits 2 by itself
     except HadisError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("Interrupted; everything finished so far is saved.")
