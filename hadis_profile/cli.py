@@ -616,6 +616,294 @@ def zoo_tiny_cmd(
     )
 
 
+# --------------------------------------------------------------------------- resolve
+
+
+def _batch_sizes(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    from hadis_profile.errors import UsageError
+
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(
+            f"--batch-sizes must be comma-separated whole numbers (e.g. 1,2,4), not '{text}'."
+        ) from None
+
+
+def _plan_panel(plan, title: str):  # plan: resolve.Plan
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+
+    def num(x, unit=""):
+        return "-" if x is None else f"{x:.4g}{unit}"
+
+    fr = plan.fractions
+    pair = plan.light if plan.heavy is None else f"{plan.light} -> {plan.heavy}"
+    head = Table.grid(padding=(0, 2))
+    head.add_row("row", f"{plan.row} ({plan.kind}): [bold]{pair}[/]")
+    if plan.heavy is not None:
+        head.add_row("r, d", f"{num(plan.r)}, {num(plan.d)}")
+        head.add_row(
+            "thresholds",
+            f"router {num(plan.router_threshold)}, confidence {num(plan.confidence_threshold)}",
+        )
+        head.add_row(
+            "traffic",
+            f"light only {fr['light']:.1%}, direct {fr['direct']:.1%}, "
+            f"escalated {fr['escalated']:.1%}",
+        )
+    head.add_row("quality", f"{num(plan.quality)} ({plan.quality_metric})")
+    slo = "no SLO" if plan.slo_s is None else f"SLO {plan.slo_s:g} s"
+    head.add_row("worst case", f"{num(plan.worst_case_latency_s, ' s')} ({slo})")
+    head.add_row("load", f"{plan.qps:.4g} qps, headroom {plan.headroom:g}")
+    head.add_row("GPUs", f"{plan.total_gpus} of {plan.gpu_budget} ({plan.reserved_gpus} reserved)")
+    models = Table(box=None, header_style="bold")
+    for col in ("model", "role", "load", "GPUs", "batch", "p99 batch s", "capacity qps"):
+        models.add_column(col, justify="left" if col in ("model", "role") else "right")
+    for a in plan.allocations:
+        models.add_row(
+            a.model,
+            a.role,
+            f"{a.load_fraction:.1%}",
+            str(a.gpus),
+            "-" if a.batch_size is None else str(a.batch_size),
+            num(a.batch_latency_s),
+            num(a.throughput_qps),
+        )
+    return Panel(Group(head, "", models), title=title, expand=False)
+
+
+@app.command("resolve")
+def resolve_cmd(
+    table: Annotated[Path, typer.Argument(help="The table.json to resolve against.")],
+    qps: Annotated[float, typer.Option("--qps", help="Offered load, queries per second.")],
+    slo: Annotated[float, typer.Option("--slo", help="Latency SLO in seconds.")],
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs in the cluster.")],
+    reserved_gpus: Annotated[
+        int, typer.Option("--reserved-gpus", help="GPUs kept out of the plan.")
+    ] = 0,
+    headroom: Annotated[
+        float, typer.Option("--headroom", help="Capacity factor over the offered load (>= 1).")
+    ] = 1.05,
+    batch_sizes: Annotated[
+        str | None,
+        typer.Option("--batch-sizes", help="Allowed batch sizes, comma-separated (e.g. 1,2,4)."),
+    ] = None,
+    queue_delay: Annotated[
+        float | None,
+        typer.Option(
+            "--queue-delay", help="Queueing delay per stage in seconds (default: one batch)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print Plan.to_dict() as JSON.")] = False,
+) -> None:
+    """Pick the best cascade, batch sizes and GPU split for a load, SLO and GPU budget.
+
+    Exits 1 when no plan meets the request, after printing why and the fallback.
+    """
+    import json
+
+    from hadis_profile.resolve import load_table, resolve
+
+    plan = resolve(
+        load_table(table),
+        qps=qps,
+        slo_s=slo,
+        gpus=gpus,
+        reserved_gpus=reserved_gpus,
+        headroom=headroom,
+        batch_sizes=_batch_sizes(batch_sizes),
+        queue_delay_s=queue_delay,
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(plan.to_dict(), indent=2, allow_nan=False) + "\n")
+    elif plan.feasible:
+        console.print(_plan_panel(plan, "[green]serving plan[/]"))
+    else:
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]infeasible:[/] {escape(plan.reason)}", highlight=False)
+        fb = plan.fallback
+        if fb is None:
+            err_console.print("No fallback: no configuration fits the GPU budget at all.")
+        else:
+            ignored = " and ".join(
+                "the SLO" if r == "slo_s" else "the requested load" for r in fb.relaxed
+            )
+            title = f"[yellow]fallback: highest sustainable load, ignoring {ignored}[/]"
+            console.print(_plan_panel(fb, title))
+    if not plan.feasible:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- run / demo (measure)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    from hadis_profile.errors import UsageError
+
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{option} '{text}' is not a comma-separated list of integers.") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{option} '{text}' must list positive integers.")
+    return values
+
+
+@app.command("run")
+def run_cmd(
+    zoo: Annotated[Path, typer.Option("--zoo", help="The zoo YAML file.")] = Path("model_zoo.yaml"),
+    prompts: Annotated[
+        Path, typer.Option("--prompts", "-p", help="Prompt file (.txt/.tsv/.csv/.jsonl/.parquet).")
+    ] = Path("prompts/varied.txt"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created or resumed).")] = (
+        Path("outputs/run")
+    ),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Only this model; repeatable.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="Only models with this tag.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use the first N prompts.")] = None,
+    images_per_prompt: Annotated[
+        int, typer.Option("--images-per-prompt", "-k", help="Images per prompt.")
+    ] = 4,
+    seed: Annotated[int, typer.Option(help="Base seed of the per-(prompt, image) seeds.")] = 0,
+    batch_sizes: Annotated[
+        str, typer.Option("--batch-sizes", help="Batch sizes to time, comma-separated.")
+    ] = "1,2,4,8,16,32",
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up calls per batch size.")] = 2,
+    reps: Annotated[int, typer.Option(help="Timed calls per batch size.")] = 10,
+    time_budget: Annotated[
+        float | None,
+        typer.Option("--time-budget", help="Seconds per batch size; fewer reps (>= 3) if slow."),
+    ] = None,
+    gen_batch: Annotated[int, typer.Option("--gen-batch", help="Generation batch size.")] = 4,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    gpu: Annotated[
+        str | None,
+        typer.Option("--gpu", help="Hardware label (e.g. a100); must match the detected device."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Record --gpu even if it contradicts the device.")
+    ] = False,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scorer",
+            help="clip_score[:ckpt], pick_score[:model[,processor]] or module:callable; "
+            "repeatable (default clip_score).",
+        ),
+    ] = None,
+    discriminator: Annotated[
+        str, typer.Option(help="clip (CLIP score / 100), none, or module:callable.")
+    ] = "clip",
+    fid: Annotated[
+        str, typer.Option(help="FID features: none, clip[:ckpt], inception[:weights], module:fn.")
+    ] = "none",
+    fid_reference: Annotated[
+        Path | None,
+        typer.Option("--fid-reference", help="Reference stats (.npz mu/sigma) or image folder."),
+    ] = None,
+    save_images: Annotated[
+        bool, typer.Option("--save-images", help="Write PNGs under RUN/images/.")
+    ] = False,
+    stages: Annotated[
+        bool, typer.Option("--stages", help="Also time text encoding / denoising / VAE decode.")
+    ] = False,
+    skip_latency: Annotated[bool, typer.Option("--skip-latency")] = False,
+    skip_quality: Annotated[bool, typer.Option("--skip-quality")] = False,
+    no_router: Annotated[
+        bool, typer.Option("--no-router", help="Do not compute router features.")
+    ] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard what the run holds.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be measured; run nothing.")
+    ] = False,
+    online: Annotated[
+        bool, typer.Option("--online", help="Allow Hub downloads (default: offline).")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder.")
+    ] = None,
+) -> None:
+    """Profile the zoo: latency per batch size, then K seeded images per prompt, scored.
+
+    Every finished unit (a batch size, a prompt's images) is committed at once;
+    rerunning the same command resumes where it stopped.
+    """
+    from hadis_profile.measure.profiler import RunOptions, render_report, run_profile
+
+    opts = RunOptions(
+        zoo=zoo,
+        prompts=prompts,
+        out=out,
+        models=model,
+        tags=tag,
+        limit=limit,
+        images_per_prompt=images_per_prompt,
+        seed=seed,
+        batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+        warmup=warmup,
+        reps=reps,
+        time_budget_s=time_budget,
+        gen_batch=gen_batch,
+        device=device,
+        gpu=gpu,
+        force=force,
+        scorers=scorer or ["clip_score"],
+        discriminator=discriminator,
+        fid=fid,
+        fid_reference=fid_reference,
+        save_images=save_images,
+        stages=stages,
+        latency=not skip_latency,
+        quality=not skip_quality,
+        router=not no_router,
+        fresh=fresh,
+        dry_run=dry_run,
+        online=online,
+        cache_dir=cache_dir,
+    )
+    render_report(run_profile(opts, console=err_console), console)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's files.")] = Path(
+        "outputs/demo"
+    ),
+    tiny: Annotated[
+        bool,
+        typer.Option(
+            "--tiny/--synthetic",
+            help="Profile tiny random-weight pipelines on this machine (needs torch) instead "
+            "of using a synthetic measurement set.",
+        ),
+    ] = False,
+    prompts: Annotated[
+        int, typer.Option("--prompts", help="Number of prompts (tiny: at most 16).")
+    ] = 8,
+) -> None:
+    """End to end in a minute: measurements -> run store -> Pareto table -> summary.
+
+    --synthetic (default) needs no torch; --tiny really generates and scores images.
+    """
+    from hadis_profile.measure.demo import run_demo
+
+    table_path = run_demo(out, tiny=tiny, n_prompts=prompts, console=err_console)
+    from hadis_profile.report import render_table
+    from hadis_profile.table import load_table
+
+    render_table(load_table(table_path), console, limit=12)
+    console.print(f"Wrote {table_path}.", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Console-script entry point: user errors print one sentence, never a traceback."""
     try:

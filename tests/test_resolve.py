@@ -1,0 +1,527 @@
+"""resolve(): exactness against a brute-force and a HiGHS MILP oracle, edge cases, API."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+
+import pytest
+import resolve_oracles as oracle
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hadis_profile.errors import HadisError
+from hadis_profile.resolve import Plan, load_table, resolve
+from hadis_profile.table import CascadeTable, make_document, write_table
+
+FID = "fid:inception-v3-compat"
+CLIP = "clip_score:openai/clip-vit-large-patch14"
+
+
+# ----------------------------------------------------------------------- factory
+
+
+def latency_point(b: int, p99: float, infeasible: bool = False) -> dict:
+    mean = p99 / 1.1
+    return {
+        "batch_size": b,
+        "mean_s": mean,
+        "std_s": 0.01 * mean,
+        "p50_s": mean,
+        "p90_s": 1.05 * mean,
+        "p99_s": p99,
+        "peak_mem_bytes": None,
+        "infeasible": infeasible,
+        "warmup": 1,
+        "reps": 5,
+    }
+
+
+def fractions(r: float, d: float) -> dict:
+    """Nominal-mode fractions (docs/architecture.md)."""
+    direct, escalated = r, (1 - r) * d
+    return {
+        "direct": direct,
+        "escalated": escalated,
+        "light": max(1 - direct - escalated, 0.0),
+        "load_light": 1 - direct,
+        "load_heavy": direct + escalated,
+    }
+
+
+def make_row(light, heavy, r, d, quality, metric=FID) -> dict:
+    fr = fractions(r, d) if heavy else fractions(0.0, 0.0)
+    return {
+        "light": light,
+        "heavy": heavy,
+        "kind": "cascade" if heavy else "single",
+        "r": r if heavy else 0.0,
+        "d": d if heavy else 0.0,
+        "router_threshold": 1.0 if heavy and r > 0 else None,
+        "confidence_threshold": 0.5 if heavy else None,
+        "fractions": fr,
+        "quality": {} if quality is None else {metric: quality},
+        "gpu_s_per_query": 1.0,
+        "latency_s": 1.0,
+        "on_front": True,
+    }
+
+
+def make_table(models: dict[str, dict], rows: list[dict], metric: str = FID) -> CascadeTable:
+    """models: name -> {"latency": {b: p99 or None (OOM)}, "max_batch": int|None}."""
+    payload = {
+        "provenance": {
+            "run_id": "test",
+            "hardware": {"label": "cpu", "device_name": "x", "driver": None, "libraries": {}},
+            "zoo_hash": "z",
+            "prompt_set_hash": "p",
+            "n_prompts": 100,
+            "metrics": {metric: {"higher_is_better": metric != FID, "set_level": metric == FID}},
+            "quality_metric": metric,
+            "seeds": {},
+            "grid": {"mode": "grid", "steps": 10},
+            "pairs": "adjacent",
+            "per_pair": False,
+            "router": {},
+            "discriminator": {},
+        },
+        "models": {
+            name: {
+                "order": i,
+                "steps": 2,
+                "latency": {
+                    str(b): latency_point(b, p if p is not None else 1.0, p is None)
+                    for b, p in spec["latency"].items()
+                },
+                "max_batch": spec.get("max_batch"),
+                "peak_mem_bytes": None,
+            }
+            for i, (name, spec) in enumerate(models.items())
+        },
+        "router": {"features": ["prompt_length"], "weights": [1.0], "mean": [0.0], "std": [1.0]},
+        "rows": rows,
+    }
+    return CascadeTable.from_document(make_document(payload, created_at="2026-01-01T00:00:00Z"))
+
+
+def random_table(rng: random.Random, n_models=None, n_cascade=None) -> CascadeTable:
+    n_models = n_models or rng.randint(1, 4)
+    metric = rng.choice([FID, CLIP])
+    models = {}
+    for i in range(n_models):
+        base = rng.uniform(0.05, 2.0)
+        lat = {}
+        for b in rng.sample([1, 2, 4, 8], rng.randint(1, 4)):
+            roll = rng.random()
+            lat[b] = None if roll < 0.1 else base * (0.4 + 0.6 * b) * rng.uniform(0.8, 1.2)
+        max_batch = rng.choice([None, None, None, 4])
+        models[f"m{i}"] = {"latency": lat, "max_batch": max_batch}
+    names = list(models)
+    qualities = [20.0, 21.5, 23.0, 24.5, 26.0, 27.5]
+
+    def quality():
+        return None if rng.random() < 0.05 else rng.choice(qualities)
+
+    rows = [make_row(m, None, 0, 0, quality(), metric) for m in names]
+    if n_models >= 2 and rng.random() < 0.25:
+        rows = []  # cascades only: the fallback must split GPUs between two models
+    if n_models >= 2:
+        at_least = 0 if rows else 1
+        for _ in range(n_cascade if n_cascade is not None else rng.randint(at_least, 8)):
+            light, heavy = rng.sample(names, 2)
+            r = rng.choice([0.0, 1.0, rng.random(), rng.random()])
+            d = rng.choice([0.0, 1.0, rng.random(), rng.random()])
+            rows.append(make_row(light, heavy, r, d, quality(), metric))
+    rng.shuffle(rows)
+    return make_table(models, rows, metric)
+
+
+def random_request(rng: random.Random, table: CascadeTable) -> dict:
+    gpus = rng.randint(1, 12)
+    req = dict(
+        qps=math.exp(rng.uniform(math.log(0.1), math.log(40))),
+        slo_s=rng.uniform(0.1, 12),
+        gpus=gpus,
+        reserved_gpus=rng.choice([0, 0, rng.randint(0, gpus - 1)]),
+        headroom=rng.choice([1.0, 1.05, rng.uniform(1, 1.5)]),
+    )
+    if rng.random() < 0.3:
+        req["queue_delay_s"] = rng.choice([0.0, rng.uniform(0, 2)])
+    used = {r[role] for r in table.rows for role in ("light", "heavy")} - {None}
+    profiled = sorted(
+        {
+            p["batch_size"]
+            for name, m in table.models.items()
+            if name in used
+            for p in m["latency"].values()
+            if not p["infeasible"] and (m["max_batch"] is None or p["batch_size"] <= m["max_batch"])
+        }
+    )
+    if profiled and rng.random() < 0.25:
+        req["batch_sizes"] = rng.sample(profiled, rng.randint(1, len(profiled)))
+    return req
+
+
+def plan_key(plan: Plan) -> dict:
+    """The plan in the oracle's terms."""
+    by_role = {a.role: a for a in plan.allocations}
+    light, heavy = by_role.get("light"), by_role.get("heavy")
+    return dict(
+        row=plan.row,
+        gpus=plan.total_gpus,
+        latency=plan.worst_case_latency_s,
+        gpus_light=light.gpus,
+        gpus_heavy=heavy.gpus if heavy else 0,
+        batch_light=light.batch_size,
+        batch_heavy=heavy.batch_size if heavy else None,
+    )
+
+
+def check_against_brute_force(table: CascadeTable, req: dict) -> None:
+    plan = resolve(table, **req)
+    prob = oracle.parse(table.document, **req)
+    truth = oracle.brute_force(prob)
+    assert plan.feasible == (truth is not None), (req, plan.reason)
+    if truth is None:
+        assert plan.reason
+        relax_slo = not oracle.meets_slo_somewhere(prob)
+        need = oracle.min_gpus(prob)
+        if need is not None:
+            assert f"needs at least {need} GPUs" in plan.reason
+        q_max = oracle.brute_max_sustainable(prob, None if relax_slo else prob.slo)
+        if plan.fallback is None:
+            assert q_max == 0
+        else:
+            assert plan.fallback.qps == pytest.approx(q_max, rel=1e-9)
+            assert plan.fallback.total_gpus <= prob.budget
+            assert plan.fallback.relaxed == (("qps", "slo_s") if relax_slo else ("qps",))
+            # the fallback is the best plan at its own load (same objective)
+            fb_req = dict(req, qps=plan.fallback.qps)
+            if relax_slo:
+                fb_req["slo_s"] = 1e300
+            truth_fb = oracle.brute_force(oracle.parse(table.document, **fb_req))
+            assert truth_fb is not None
+            assert (plan.fallback.row, plan.fallback.total_gpus) == (
+                truth_fb["row"],
+                truth_fb["gpus"],
+            )
+        return
+    got = plan_key(plan)
+    assert got["latency"] == pytest.approx(truth.pop("latency"), rel=1e-12, abs=1e-12)
+    got.pop("latency")
+    assert plan.quality_metric == table.quality_metric
+    qkey = truth.pop("qkey")
+    assert got == truth, req
+    q = plan.quality
+    if qkey[0] == 1:
+        assert q is None
+    else:
+        assert abs(q) == abs(qkey[1])
+
+
+# ---------------------------------------------------------------- oracle checks
+
+
+def test_matches_brute_force_on_random_instances():
+    rng = random.Random(1234)
+    feasible = infeasible = 0
+    for _ in range(300):
+        table = random_table(rng)
+        for _ in range(4):
+            req = random_request(rng, table)
+            check_against_brute_force(table, req)
+            ok = resolve(table, **req).feasible
+            feasible += ok
+            infeasible += not ok
+    assert feasible > 300 and infeasible > 150  # both branches exercised
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), calls=st.integers(1, 3))
+def test_matches_brute_force_hypothesis(seed: int, calls: int):
+    rng = random.Random(seed)
+    table = random_table(rng)
+    for _ in range(calls):
+        check_against_brute_force(table, random_request(rng, table))
+
+
+def test_large_table_blocks_match_brute_force():
+    """More rows than the first scan block, so the two-block search and levels are exercised."""
+    rng = random.Random(99)
+    for _ in range(6):
+        table = random_table(rng, n_models=4, n_cascade=150)
+        for _ in range(8):
+            check_against_brute_force(table, random_request(rng, table))
+
+
+def test_matches_highs_milp():
+    pytest.importorskip("scipy")
+    rng = random.Random(7)
+    compared = feasible = 0
+    while compared < 300:
+        table = random_table(rng, n_models=rng.randint(2, 3), n_cascade=rng.randint(1, 5))
+        req = random_request(rng, table)
+        prob = oracle.parse(table.document, **req)
+        truth = oracle.milp_solve(prob)
+        plan = resolve(table, **req)
+        compared += 1
+        assert plan.feasible == (truth is not None), req
+        if truth is None:
+            continue
+        feasible += 1
+        row = table.rows[plan.row]
+        q = row["quality"].get(table.quality_metric)
+        assert truth["qkey"][0] == (q is None)
+        if q is not None:
+            assert abs(truth["qkey"][1]) == q
+        assert plan.total_gpus == truth["gpus"], req
+        assert plan.worst_case_latency_s == pytest.approx(truth["latency"], abs=1e-6), req
+        assert plan.row == truth["row"], req
+    assert feasible > 120
+
+
+# ------------------------------------------------------------------ edge cases
+
+
+def two_model_table(**kw) -> CascadeTable:
+    models = {
+        "small": {"latency": {1: 0.5, 2: 0.8, 4: 1.4, 8: None}},
+        "big": {"latency": {1: 2.0, 2: 3.5, 4: 6.0, 8: None}},
+    }
+    rows = [
+        make_row("small", None, 0, 0, 30.0),
+        make_row("big", None, 0, 0, 20.0),
+        make_row("small", "big", 0.3, 0.2, 22.0),
+        make_row("small", "big", 1.0, 0.0, 21.0),  # everything routed to heavy
+        make_row("small", "big", 0.0, 0.0, 29.0),  # nothing routed or escalated
+    ]
+    return make_table(models, rows, **kw)
+
+
+def test_best_quality_plan_and_fields():
+    table = two_model_table()
+    plan = resolve(table, qps=2, slo_s=100, gpus=64)
+    assert plan.feasible and plan.reason is None and plan.fallback is None
+    assert (plan.row, plan.kind, plan.pair) == (1, "single", ("big", None))
+    assert plan.quality == 20.0 and plan.quality_metric == FID
+    (a,) = plan.allocations
+    # batch 1: ceil(2*1.05*2/1) = 5 GPUs; batch 2: ceil(3.675) = 4; batch 4: ceil(3.15) = 4;
+    # 4 GPUs tie, so the lower worst case wins: batch 2 (3.5 s batch + 3.5 s queueing)
+    assert (a.batch_size, a.gpus, a.load_fraction, a.offered_qps) == (2, 4, 1.0, 2.0)
+    assert a.throughput_qps == pytest.approx(4 * 2 / 3.5)
+    assert plan.worst_case_latency_s == pytest.approx(7.0)
+    json.dumps(plan.to_dict(), allow_nan=False)
+
+
+def test_impossible_slo_is_infeasible_with_reason_and_fallback():
+    table = two_model_table()
+    plan = resolve(table, qps=2, slo_s=0.5, gpus=8)
+    assert not plan.feasible
+    assert "below every configuration" in plan.reason and "1 s" in plan.reason
+    fb = plan.fallback
+    assert fb is not None and fb.feasible and fb.relaxed == ("qps", "slo_s") and fb.slo_s is None
+    # max throughput on 8 GPUs: small at batch 4 (4/1.4 per GPU) on all 8 GPUs
+    # (row 4, a cascade whose heavy gets no traffic, ties on load and has better FID than row 0)
+    assert fb.row == 4 and fb.total_gpus == 8 and fb.allocation("big").gpus == 0
+    assert fb.allocation("small").batch_size == 4
+    assert fb.qps == pytest.approx(8 * 4 / 1.4 / 1.05)
+    d = plan.to_dict()
+    assert d["fallback"]["relaxed"] == ["qps", "slo_s"]
+    json.dumps(d, allow_nan=False)
+
+
+def test_not_enough_gpus_reason_names_minimum_and_fallback_keeps_slo():
+    table = two_model_table()
+    plan = resolve(table, qps=50, slo_s=100, gpus=4)
+    assert not plan.feasible
+    assert "needs at least" in plan.reason and "only 4 are available" in plan.reason
+    need = oracle.min_gpus(oracle.parse(table.document, qps=50, slo_s=100, gpus=4))
+    assert f"at least {need} GPUs" in plan.reason
+    fb = plan.fallback
+    assert fb.relaxed == ("qps",) and fb.slo_s == 100 and fb.total_gpus <= 4
+    assert fb.worst_case_latency_s <= 100
+
+
+def test_zero_load_model_gets_zero_gpus():
+    table = two_model_table()
+    # rows 3 (all direct: light unused) and 4 (no routing: heavy unused)
+    for row, unused in ((3, "small"), (4, "big")):
+        only = make_table(
+            {
+                "small": {"latency": {1: 0.5, 2: 0.8}},
+                "big": {"latency": {1: 2.0, 2: 3.5}},
+            },
+            [table.rows[row]],
+        )
+        plan = resolve(only, qps=3, slo_s=20, gpus=16)
+        assert plan.feasible and plan.kind == "cascade"
+        a = plan.allocation(unused)
+        assert (a.gpus, a.batch_size, a.offered_qps) == (0, None, 0.0)
+        assert plan.total_gpus == sum(x.gpus for x in plan.allocations)
+    # the unused model's latency does not count: an SLO only the heavy meets alone
+    only = make_table(
+        {"small": {"latency": {1: 5.0}}, "big": {"latency": {1: 2.0}}}, [table.rows[3]]
+    )
+    assert resolve(only, qps=1, slo_s=4.5, gpus=8).feasible
+
+
+def test_escalation_sums_both_stages():
+    models = {"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 2.0}}}
+    table = make_table(models, [make_row("a", "b", 0.0, 0.5, 10.0)])
+    assert resolve(table, qps=0.1, slo_s=6.0, gpus=4).feasible  # 2*1 + 2*2 = 6
+    assert not resolve(table, qps=0.1, slo_s=5.99, gpus=4).feasible
+    plan = resolve(table, qps=0.1, slo_s=3.5, gpus=4, queue_delay_s=0.25)  # 1.25 + 2.25
+    assert plan.feasible and plan.worst_case_latency_s == pytest.approx(3.5)
+
+
+def test_reserved_gpus_honoured():
+    table = two_model_table()
+    free = resolve(table, qps=2, slo_s=100, gpus=64)
+    assert free.total_gpus == 4
+    assert resolve(table, qps=2, slo_s=100, gpus=8, reserved_gpus=4).total_gpus == 4
+    tight = resolve(table, qps=2, slo_s=100, gpus=8, reserved_gpus=5)
+    assert tight.gpu_budget == 3 and tight.total_gpus <= 3
+    assert tight.quality != 20.0 or tight.total_gpus <= 3
+
+
+def test_batch_sizes_restriction_honoured():
+    table = two_model_table()
+    plan = resolve(table, qps=2, slo_s=100, gpus=64, batch_sizes=[1, 2])
+    assert all(a.batch_size in (1, 2) for a in plan.allocations if a.gpus)
+    assert plan.allocations[0].batch_size == 2  # best throughput among {1, 2}
+    with pytest.raises(HadisError, match="Batch size 3 is not profiled"):
+        resolve(table, qps=2, slo_s=100, gpus=64, batch_sizes=[1, 3])
+    with pytest.raises(HadisError, match="Batch size 8 is not profiled"):
+        resolve(table, qps=2, slo_s=100, gpus=64, batch_sizes=[8])  # OOM everywhere
+
+
+def test_oom_and_infeasible_points_never_chosen():
+    models = {
+        "a": {"latency": {1: 1.0, 2: 1.1, 4: None, 8: 1.2}, "max_batch": 4},
+    }
+    table = make_table(models, [make_row("a", None, 0, 0, 10.0)])
+    for gpus in (1, 4, 32):
+        for qps in (0.5, 2, 7):
+            plan = resolve(table, qps=qps, slo_s=50, gpus=gpus)
+            chosen = [plan] + ([plan.fallback] if plan.fallback else [])
+            for p in chosen:
+                if p.row is not None:
+                    assert p.allocations[0].batch_size in (1, 2)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(qps=0), "qps must be positive"),
+        (dict(qps=-1), "qps must be positive"),
+        (dict(qps=float("nan")), "qps must be a finite number"),
+        (dict(slo_s=0), "slo_s must be positive"),
+        (dict(slo_s=float("inf")), "slo_s must be a finite"),
+        (dict(gpus=0), "gpus must be at least 1"),
+        (dict(gpus=2.5), "gpus must be a whole number"),
+        (dict(reserved_gpus=4), "reserved_gpus .4. must be smaller than gpus .4."),
+        (dict(reserved_gpus=-1), "reserved_gpus must be at least 0"),
+        (dict(headroom=0.9), "headroom must be at least 1"),
+        (dict(headroom=float("nan")), "headroom must be a finite"),
+        (dict(queue_delay_s=-0.1), "queue_delay_s must be at least 0"),
+        (dict(batch_sizes=[]), "batch_sizes is empty"),
+        (dict(batch_sizes=[0]), "Every batch size must be at least 1"),
+        (dict(batch_sizes="1,2"), "batch_sizes must be a list"),
+        (dict(qps=True), "qps must be a number"),
+    ],
+)
+def test_bad_inputs(kw, match):
+    req = dict(qps=1.0, slo_s=10.0, gpus=4) | kw
+    with pytest.raises(HadisError, match=match) as e:
+        resolve(two_model_table(), **req)
+    assert str(e.value).endswith(".") and "\n" not in str(e.value)
+
+
+def test_accepts_document_dict_and_file(tmp_path):
+    table = two_model_table()
+    via_doc = resolve(table.document, qps=2, slo_s=100, gpus=64)
+    path = tmp_path / "table.json"
+    write_table(path, table.document)
+    via_file = resolve(load_table(path), qps=2, slo_s=100, gpus=64)
+    assert via_doc == via_file == resolve(table, qps=2, slo_s=100, gpus=64)
+    with pytest.raises(HadisError, match="needs a CascadeTable"):
+        resolve([1, 2], qps=1, slo_s=1, gpus=1)
+    bad = dict(table.document, sha256="0" * 64)
+    with pytest.raises(HadisError, match="integrity check"):
+        resolve(bad, qps=1, slo_s=1, gpus=1)
+
+
+def test_clip_metric_prefers_higher_and_missing_quality_ranks_last():
+    models = {"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 2.0}}, "c": {"latency": {1: 0.1}}}
+    rows = [
+        make_row("a", None, 0, 0, 30.0, CLIP),
+        make_row("b", None, 0, 0, 31.0, CLIP),
+        make_row("c", None, 0, 0, None, CLIP),
+    ]
+    table = make_table(models, rows, CLIP)
+    assert resolve(table, qps=1, slo_s=10, gpus=8).light == "b"
+    assert resolve(table, qps=1, slo_s=3, gpus=8).light == "a"  # b needs 4 s
+    plan = resolve(table, qps=1, slo_s=1, gpus=8)
+    assert plan.light == "c" and plan.quality is None
+
+
+def test_equal_quality_rows_tie_break_on_gpus_then_latency_then_row():
+    models = {"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 0.5}}, "c": {"latency": {1: 0.5}}}
+    rows = [
+        make_row("a", None, 0, 0, 10.0),
+        make_row("c", None, 0, 0, 10.0),
+        make_row("b", None, 0, 0, 10.0),
+    ]
+    table = make_table(models, rows)
+    plan = resolve(table, qps=1, slo_s=10, gpus=8)
+    assert (plan.row, plan.light, plan.total_gpus) == (1, "c", 1)
+
+
+def test_inconsistent_fractions_rejected():
+    row = make_row("a", "b", 0.5, 0.0, 10.0)
+    row["fractions"]["load_heavy"] = 0.0  # direct traffic but no heavy load
+    table = make_table({"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 2.0}}}, [row])
+    with pytest.raises(HadisError, match="inconsistent fractions"):
+        resolve(table, qps=1, slo_s=10, gpus=4)
+
+
+def test_import_is_light():
+    code = (
+        "import sys, hadis_profile.resolve; "
+        "heavy = ['torch', 'pandas', 'scipy', 'jsonschema', 'spacy', 'transformers', "
+        "'diffusers', 'matplotlib', 'typer', 'rich']; "
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------- CLI
+
+
+def test_cli_resolve(tmp_path):
+    from typer.testing import CliRunner
+
+    from hadis_profile.cli import app
+
+    path = tmp_path / "table.json"
+    write_table(path, two_model_table().document)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["resolve", str(path), "--qps", "2", "--slo", "100", "--gpus", "64"])
+    assert ok.exit_code == 0, ok.output
+    assert "serving plan" in ok.output and "big" in ok.output
+    js = runner.invoke(
+        app, ["resolve", str(path), "--qps", "2", "--slo", "100", "--gpus", "8", "--json"]
+    )
+    assert js.exit_code == 0
+    expected = resolve(two_model_table(), qps=2, slo_s=100, gpus=8).to_dict()
+    assert json.loads(js.stdout) == expected
+    bad = runner.invoke(
+        app,
+        ["resolve", str(path), "--qps", "2", "--slo", "0.5", "--gpus", "8", "--batch-sizes", "1,2"],
+    )
+    assert bad.exit_code == 1
+    assert "below every configuration" in bad.output and "fallback" in bad.output
