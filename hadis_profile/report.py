@@ -240,3 +240,47 @@ def plot_pareto(table: CascadeTable | dict, path: str | os.PathLike) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def render_calibration(res: Any, console: Console) -> None:
+    """Print a router fit (``router.CalibrationResult``): held-out routing vs the baselines."""
+    from rich.table import Table
+
+    fr = res.fitted.fractions
+    arrow = "↑" if res.higher_is_better else "↓"
+    pair = " → ".join(res.pair) if res.pair else "light → heavy"
+    metric = res.metric or "quality"
+    t = Table(
+        title=f"Router fit ({res.method}, alpha {res.alpha:g}) on {pair}, {metric} {arrow}: "
+        f"held out {res.n_test} of {res.n_train + res.n_test} prompts (seed {res.seed})",
+        caption=f"light only {res.light_only:.4f}, heavy only {res.heavy_only:.4f}; "
+        f"random = mean ± 95% CI over {res.random.n_seeds} seeds",
+    )
+    t.add_column("routing")
+    t.add_column("Spearman", justify="right")
+    for r in fr:
+        t.add_column(f"{r:.0%} heavy", justify="right")
+    t.add_row("fitted", _num(res.fitted.spearman, ".3f"), *(f"{q:.4f}" for q in res.fitted.quality))
+    if res.default is not None:
+        t.add_row(
+            "HADIS default",
+            _num(res.default.spearman, ".3f"),
+            *(f"{q:.4f}" for q in res.default.quality),
+        )
+    rnd = res.random
+    t.add_row(
+        "random",
+        f"{rnd.spearman_mean:.3f} ± {rnd.spearman_ci:.3f}",
+        *(f"{m:.4f} ± {c:.4f}" for m, c in zip(rnd.quality_mean, rnd.quality_ci, strict=True)),
+    )
+    t.add_row("oracle", _num(res.oracle.spearman, ".3f"), *(f"{q:.4f}" for q in res.oracle.quality))
+    console.print(t)
+    w = Table(title="Weights (on z-scored features)")
+    w.add_column("feature")
+    if res.previous_weights is not None:
+        w.add_column("before", justify="right")
+    w.add_column("fitted", justify="right")
+    for i, name in enumerate(res.features):
+        before = [] if res.previous_weights is None else [f"{res.previous_weights[i]:.4g}"]
+        w.add_row(name, *before, f"{res.weights[i]:.4g}")
+    console.print(w)
