@@ -537,7 +537,15 @@ def router_features_cmd(
 
 @router_app.command("score")
 def router_score_cmd(
-    prompts_file: Annotated[Path, typer.Argument(help="Prompts, one per line.")],
+    prompts_file: Annotated[
+        Path | None, typer.Argument(help="Prompts, one per line (or give --run).")
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            "--run", help="Score this run's prompts and store features, scores and spec in it."
+        ),
+    ] = None,
     table: Annotated[
         Path | None,
         typer.Option("--table", help="Use this table.json's router (its weights and stats)."),
@@ -562,6 +570,11 @@ def router_score_cmd(
     from hadis_profile.errors import UsageError
     from hadis_profile.router import DEFAULT_WEIGHTS, Router, read_prompts
 
+    if (prompts_file is None) == (run is None):
+        raise UsageError("Give either a prompts file or --run RUN, not both or neither.")
+    if run is not None:
+        _router_score_run(_run_dir(run), table, lexicon, spatial, weights, out, spec_out)
+        return
     prompts = read_prompts(prompts_file, encoding=encoding)
     if table is not None:
         if lexicon or spatial or weights:
@@ -588,6 +601,119 @@ def router_score_cmd(
         err_console.print(f"Wrote the scores of {len(prompts):,} prompts to {out}.")
 
 
+def _run_dir(run: Path) -> Path:
+    """A run folder, or a run id under outputs/."""
+    return Path("outputs") / run if not run.is_dir() and (Path("outputs") / run).is_dir() else run
+
+
+def _router_weights(text: str | None) -> tuple[float, ...]:
+    from hadis_profile.errors import UsageError
+    from hadis_profile.router import DEFAULT_WEIGHTS
+
+    if text is None:
+        return DEFAULT_WEIGHTS
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise UsageError(f"--weights {text!r} is not a list of numbers.") from None
+
+
+def _router_score_run(run, table, lexicon, spatial, weights, out, spec_out) -> None:
+    """`router score --run`: features + scores + spec into the run's store, one transaction."""
+    import json
+
+    from hadis_profile.errors import UsageError
+    from hadis_profile.router import Router, score_run
+    from hadis_profile.store import RunStore
+
+    if table is not None and (lexicon or spatial or weights):
+        raise UsageError("--table fixes the router; drop --lexicon, --spatial and --weights.")
+    if table is not None:
+        router = Router.from_table(table)
+    else:
+        router = Router(weights=_router_weights(weights), lexicon=lexicon, spatial_terms=spatial)
+    with RunStore.open(run) as store:
+        old = store.router_spec()
+        _, scores = score_run(store, router, fit_normalisation=table is None)
+        prompts = store.prompts()
+    if out is not None:
+        rows = ([p, repr(float(s))] for p, s in zip(prompts, scores, strict=True))
+        _router_write_csv(out, ["prompt", "score"], rows)
+    if spec_out is not None:
+        from hadis_profile.table import atomic_write_text
+
+        atomic_write_text(spec_out, json.dumps(router.to_spec(), indent=1, allow_nan=False) + "\n")
+    replaced = " (replacing its fitted router)" if old and old.get("fitted") else ""
+    console.print(
+        f"Stored router features and scores of {len(prompts):,} prompts in {run}{replaced}.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@router_app.command("fit")
+def router_fit_cmd(
+    run: Annotated[Path, typer.Option("--run", help="Run folder (or a run id under outputs/).")],
+    light: Annotated[
+        str | None, typer.Option("--light", help="Light model (default: the cheapest).")
+    ] = None,
+    heavy: Annotated[
+        str | None, typer.Option("--heavy", help="Heavy model (default: the most expensive).")
+    ] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option("--metric", help="Per-image metric id or scorer (default: the first)."),
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="ridge (least squares) or rank (pairwise).")
+    ] = "ridge",
+    alpha: Annotated[float, typer.Option("--alpha", help="L2 penalty.")] = 1.0,
+    train_fraction: Annotated[
+        float, typer.Option("--train-fraction", help="Share of prompts to fit on.")
+    ] = 0.7,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and baselines.")] = 0,
+    random_seeds: Annotated[
+        int, typer.Option("--random-seeds", help="Seeds averaged for random routing.")
+    ] = 200,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Evaluate only; leave the stored router alone.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Fit router weights to each prompt's gain from the heavy model; store them for pareto."""
+    import json
+
+    from hadis_profile.router import fit_run_router
+    from hadis_profile.store import RunStore
+
+    run = _run_dir(run)
+    with RunStore.open(run) as store:
+        res = fit_run_router(
+            store,
+            light=light,
+            heavy=heavy,
+            metric=metric,
+            method=method,
+            alpha=alpha,
+            train_fraction=train_fraction,
+            seed=seed,
+            random_seeds=random_seeds,
+            write=not dry_run,
+        )
+    if as_json:
+        sys.stdout.write(json.dumps(res.to_dict(), indent=1, allow_nan=False) + "\n")
+        return
+    from hadis_profile.report import render_calibration
+
+    render_calibration(res, console)
+    if res.stored:
+        console.print(
+            f"Stored the fitted router in {run}; `hadis-profile pareto --run {run}` uses it.",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 # --------------------------------------------------------------------------- zoo tiny (measure)
 
 
@@ -597,6 +723,13 @@ def zoo_tiny_cmd(
         Path, typer.Option("--out", "-o", help="Folder for the pipelines and the zoo file.")
     ] = Path("outputs/tiny-zoo"),
     seed: Annotated[int, typer.Option(help="Weight seed (same seed, same weights).")] = 0,
+    clip_vocab: Annotated[
+        str,
+        typer.Option(
+            "--clip-vocab",
+            help="mini (built in) or openai (the real CLIP BPE; needs open_clip_torch).",
+        ),
+    ] = "mini",
 ) -> None:
     """Build tiny random-weight SD1, SDXL and SD3 pipelines plus model_zoo.tiny.yaml.
 
@@ -607,7 +740,7 @@ def zoo_tiny_cmd(
     from hadis_profile.measure.tiny import build_tiny_zoo
 
     t0 = time.perf_counter()
-    tiny = build_tiny_zoo(out, seed=seed)
+    tiny = build_tiny_zoo(out, seed=seed, clip_vocab=clip_vocab)
     console.print(
         f"Built {len(tiny.model_names)} tiny models in {time.perf_counter() - t0:.1f} s: "
         f"{tiny.zoo_path} (CLIP metric backbone: {tiny.clip_path}).",
@@ -902,6 +1035,128 @@ def demo_cmd(
 
     render_table(load_table(table_path), console, limit=12)
     console.print(f"Wrote {table_path}.", highlight=False, soft_wrap=True)
+
+
+# --------------------------------------------------------------------------- simulate
+
+
+@app.command("simulate")
+def simulate_cmd(
+    table: Annotated[Path, typer.Argument(help="The table.json to serve from.")],
+    run: Annotated[
+        Path, typer.Option("--run", help="The run the table was compiled from (per-prompt truth).")
+    ],
+    gpus: Annotated[int, typer.Option("--gpus", help="GPUs in the cluster.")],
+    slo: Annotated[float, typer.Option("--slo", help="Latency SLO in seconds.")],
+    trace: Annotated[
+        Path | None,
+        typer.Option("--trace", help="Trace file of 'arrival_time_ms,prompt_id' lines."),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option("--rate", help="Poisson load instead of a trace: RATE or START:END qps."),
+    ] = None,
+    duration: Annotated[
+        float, typer.Option("--duration", help="Seconds of Poisson load (with --rate).")
+    ] = 600.0,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Use only the first N queries of the trace.")
+    ] = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            "-p",
+            help="hadis, diffserve, router-only, disc-only, clipper-light, clipper-heavy, "
+            "proteus or infaas; repeatable (default: all).",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the Poisson workload.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for the CSVs, summary.json and simulate.png."),
+    ] = None,
+    replan: Annotated[float, typer.Option("--replan", help="Seconds between re-plans.")] = 50.0,
+    switch_s: Annotated[
+        float, typer.Option("--switch-s", help="Seconds a GPU serves nothing after a model switch.")
+    ] = 0.0,
+    drop_factor: Annotated[
+        float,
+        typer.Option("--drop-factor", help="Drop queries still waiting at this x SLO (0: never)."),
+    ] = 2.0,
+    pair: Annotated[
+        str | None,
+        typer.Option("--pair", help="diffserve's LIGHT,HEAVY pair (default: resolve's pick)."),
+    ] = None,
+    headroom: Annotated[
+        float, typer.Option("--headroom", help="Capacity factor the plans are sized with.")
+    ] = 1.05,
+    latency_stat: Annotated[
+        str, typer.Option("--latency-stat", help="Batch time: p99 (as resolve), mean, p50, p90.")
+    ] = "p99",
+    ewma_alpha: Annotated[
+        float, typer.Option("--ewma-alpha", help="Weight of the latest second in the demand EWMA.")
+    ] = 0.2,
+    window: Annotated[
+        float, typer.Option("--window", help="Seconds per row of windows.csv and the figure.")
+    ] = 10.0,
+    spare: Annotated[
+        str, typer.Option("--spare", help="GPUs a plan leaves over: spread or idle.")
+    ] = "spread",
+    strict_order: Annotated[
+        bool, typer.Option("--strict-order", help="Refuse a trace whose lines are out of order.")
+    ] = False,
+) -> None:
+    """Replay a trace (or Poisson load) on simulated GPUs and compare serving policies."""
+    from hadis_profile.errors import UsageError
+    from hadis_profile.simulate import POLICIES, SimConfig, load_trace, parse_rate, simulate
+    from hadis_profile.simulate.output import render_summary, write_outputs
+    from hadis_profile.simulate.workload import poisson_workload
+    from hadis_profile.store import RunStore
+    from hadis_profile.table import load_table
+
+    if (trace is None) == (rate is None):
+        raise UsageError("Give exactly one workload: --trace FILE or --rate RATE[:END].")
+    if limit is not None and trace is None:
+        raise UsageError("--limit applies to --trace only.")
+    names = policy or list(POLICIES)
+    pair_t = None
+    if pair is not None:
+        parts = [p.strip() for p in pair.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise UsageError(f"--pair '{pair}' is malformed; expected LIGHT,HEAVY.")
+        pair_t = (parts[0], parts[1])
+    config = SimConfig(
+        gpus=gpus,
+        slo_s=slo,
+        replan_s=replan,
+        switch_s=switch_s,
+        drop_factor=drop_factor if drop_factor > 0 else None,
+        headroom=headroom,
+        latency_stat=latency_stat,
+        ewma_alpha=ewma_alpha,
+        window_s=window,
+        spare=spare,
+        pair=pair_t,
+    )
+    config.check()
+    tab = load_table(table)
+    if not run.is_dir() and (Path("outputs") / run).is_dir():
+        run = Path("outputs") / run
+    with RunStore.open(run) as store:
+        meas = store.load_measurements()
+    if trace is not None:
+        workload = load_trace(trace, limit=limit, strict_order=strict_order)
+    else:
+        start, end = parse_rate(rate)
+        workload = poisson_workload(start, end, duration, meas.n_prompts, seed=seed)
+    result = simulate(tab, meas, workload, names, config)
+    render_summary(result, console)
+    if out is not None:
+        paths = write_outputs(result, out)
+        console.print(
+            f"Wrote {', '.join(p.name for p in paths)} to {out}.", highlight=False, soft_wrap=True
+        )
 
 
 def main() -> None:

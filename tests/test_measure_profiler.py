@@ -1,0 +1,259 @@
+"""hadis-profile run: the profiler on the tiny zoo (resume, OOM, labels, dry run, CLI)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from measure_helpers import tiny_zoo  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from hadis_profile.cli import app  # noqa: E402
+from hadis_profile.errors import HadisError  # noqa: E402
+from hadis_profile.measure import profiler as P  # noqa: E402
+from hadis_profile.measure.generate import image_seed  # noqa: E402
+from hadis_profile.store import RunStore  # noqa: E402
+
+MODELS = ["tiny-sd1-light", "tiny-sd1-heavy"]
+PROMPTS = ["a red apple on a white table", "three yellow rubber ducks", "a lighthouse at night"]
+
+
+@pytest.fixture()
+def prompts_file(tmp_path):
+    p = tmp_path / "prompts.txt"
+    p.write_text("\n".join(PROMPTS) + "\n")
+    return p
+
+
+def _opts(tmp_path, prompts_file, **kw):
+    tz = tiny_zoo()
+    base = {
+        "zoo": tz.zoo_path,
+        "prompts": prompts_file,
+        "out": tmp_path / "run",
+        "models": MODELS,
+        "images_per_prompt": 2,
+        "batch_sizes": (1, 2),
+        "warmup": 0,
+        "reps": 2,
+        "gen_batch": 3,
+        "device": "cpu",
+        "scorers": [f"clip_score:{tz.clip_path}"],
+        "discriminator": "clip",
+        "fid": f"clip:{tz.clip_path}",
+        "router": importlib.util.find_spec("spacy") is not None,
+    }
+    return P.RunOptions(**{**base, **kw})
+
+
+def test_full_run_fills_the_store_and_compiles(tmp_path, prompts_file):
+    from hadis_profile.pareto import compile_table
+
+    tz = tiny_zoo()
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, mu=np.zeros(16), sigma=np.eye(16))
+    opts = _opts(tmp_path, prompts_file, fid_reference=ref, save_images=True, stages=True)
+    report = P.run_profile(opts)
+    assert report.hardware_label == "cpu" and report.device == "cpu"
+    assert report.units_done == 2 * (2 + 3) and report.units_skipped == 0
+    with RunStore.open(opts.out) as store:
+        assert store.prompts() == PROMPTS
+        assert [h["label"] for h in store.hardware()] == ["cpu"]
+        assert "torch" in store.hardware()[0]["libraries"]
+        prov = store.provenance
+        assert prov["seeds"]["images_per_prompt"] == 2 and prov["zoo_hash"]
+        assert set(prov["stages"]) == set(MODELS)
+        for name in MODELS:
+            lat = store.latency(name, "cpu")
+            assert sorted(lat) == [1, 2] and all(s.reps == 2 for s in lat.values())
+            assert store.done_prompts(name, 2) == {0, 1, 2}
+        meas = store.load_measurements()
+        assert set(meas.reference_stats) == {f"clip:{tz.clip_path}"}
+        store.export(tmp_path / "export")
+    with open(tmp_path / "export" / "images.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["model"] == MODELS[0]]
+    assert len(rows) == 6
+    for r in rows:
+        assert int(r["seed"]) == image_seed(0, int(r["prompt_id"]), int(r["seed_index"]))
+        assert (opts.out / r["path"]).is_file()
+    m = meas.models[MODELS[0]]
+    assert m.quality[f"clip_score:{tz.clip_path}"].shape == (3,)
+    assert m.confidence.shape == (3,) and m.features[f"clip:{tz.clip_path}"].shape == (3, 2, 16)
+    assert meas.ordered_models() == MODELS  # 2 steps is cheaper than 16 CFG steps
+    doc = compile_table(meas)
+    assert doc["payload"]["rows"]
+    assert report.models[0].mean_scores and report.models[0].mean_confidence is not None
+
+
+def test_resume_after_a_crash_completes_only_what_is_missing(tmp_path, prompts_file, monkeypatch):
+    from hadis_profile.measure import scorers as S
+
+    opts = _opts(tmp_path, prompts_file, models=MODELS[:1], fid="none", stages=False)
+    real = S.CLIPScorer.score
+
+    def flaky(self, images, prompts):
+        if prompts[0] == PROMPTS[1]:  # the second prompt's scoring dies
+            raise KeyboardInterrupt
+        return real(self, images, prompts)
+
+    monkeypatch.setattr(S.CLIPScorer, "score", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        P.run_profile(opts)
+    with RunStore.open(opts.out) as store:
+        assert store.done_prompts(MODELS[0], 2) == {0}  # unit 0 committed, unit 1 not
+        assert sorted(store.latency(MODELS[0], "cpu")) == [1, 2]
+    monkeypatch.setattr(S.CLIPScorer, "score", real)
+    report = P.run_profile(opts)
+    assert report.units_done == 2 and report.units_skipped == 3  # prompts 1, 2 vs 2 lat + 1
+    fresh = P.run_profile(
+        _opts(tmp_path, prompts_file, models=MODELS[:1], fid="none", out=tmp_path / "fresh")
+    )
+    assert fresh.units_done == 5
+    with RunStore.open(opts.out) as a, RunStore.open(tmp_path / "fresh") as b:
+        qa = a.load_measurements().models[MODELS[0]].quality
+        qb = b.load_measurements().models[MODELS[0]].quality
+    for k in qa:
+        np.testing.assert_allclose(qa[k], qb[k], atol=1e-3)  # resumed == uninterrupted
+    again = P.run_profile(opts)
+    assert again.units_done == 0 and again.units_skipped == 5
+
+
+def test_resume_with_other_seeds_is_refused_and_fresh_starts_over(tmp_path, prompts_file):
+    opts = _opts(tmp_path, prompts_file, models=MODELS[:1], fid="none", latency=False)
+    P.run_profile(opts)
+    with pytest.raises(HadisError, match="other seeds"):
+        P.run_profile(
+            _opts(tmp_path, prompts_file, models=MODELS[:1], fid="none", latency=False, seed=1)
+        )
+    report = P.run_profile(
+        _opts(
+            tmp_path, prompts_file, models=MODELS[:1], fid="none", latency=False, seed=1, fresh=True
+        )
+    )
+    assert report.units_done == 3 and report.units_skipped == 0
+
+
+def test_oom_point_is_recorded_and_the_batch_stops_growing(tmp_path, prompts_file, monkeypatch):
+    from hadis_profile.measure import latency as L
+
+    real_runner = L.pipeline_runner
+    seen: list[int] = []
+
+    def runner(*args, **kwargs):
+        fn = real_runner(*args, **kwargs)
+
+        def run(b):
+            seen.append(b)
+            if b >= 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9 GiB")
+            return fn(b)
+
+        return run
+
+    monkeypatch.setattr(L, "pipeline_runner", runner)
+    opts = _opts(tmp_path, prompts_file, models=MODELS[:1], quality=False, batch_sizes=(1, 2, 4))
+    report = P.run_profile(opts)
+    assert 4 not in seen
+    with RunStore.open(opts.out) as store:
+        lat = store.latency(MODELS[0], "cpu")
+    assert sorted(lat) == [1, 2] and lat[2].infeasible and not lat[1].infeasible
+    assert any("out of memory" in w for w in report.models[0].warnings)
+    seen.clear()
+    again = P.run_profile(opts)  # resume: nothing left, b=4 is never tried
+    assert seen == [] and again.units_done == 0
+
+
+def test_dry_run_writes_nothing(tmp_path, prompts_file):
+    opts = _opts(tmp_path, prompts_file, dry_run=True)
+    report = P.run_profile(opts)
+    assert report.dry_run and not opts.out.exists()
+    assert report.units_done == 2 * (2 + 3)
+    assert [m.warnings for m in report.models] == [[], []]
+
+
+def test_hardware_label_must_match_the_device():
+    h100 = P.DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", "550.54", "h100-80gb-hbm3")
+    cpu = P.DeviceInfo("cpu", "AMD EPYC 7B13, 2 torch threads", None, "cpu")
+    assert P.check_hardware_label(None, h100, False) == "h100-80gb-hbm3"
+    assert P.check_hardware_label("h100", h100, False) == "h100"
+    assert P.check_hardware_label("H100-80GB", h100, False) == "H100-80GB"
+    with pytest.raises(HadisError, match="does not match the detected device NVIDIA H100"):
+        P.check_hardware_label("a100", h100, False)
+    assert P.check_hardware_label("a100", h100, True) == "a100"
+    with pytest.raises(HadisError, match="uses the CPU"):
+        P.check_hardware_label("l40s", cpu, False)
+    assert P.check_hardware_label("cpu", cpu, False) == "cpu"
+    assert P.check_hardware_label("epyc", cpu, False) == "epyc"
+    with pytest.raises(HadisError, match="short label"):
+        P.check_hardware_label("a 100", cpu, True)
+
+
+def test_run_and_demo_cli(tmp_path, prompts_file):
+    tz = tiny_zoo()
+    runner = CliRunner()
+    base = [
+        "run",
+        "--zoo",
+        str(tz.zoo_path),
+        "--prompts",
+        str(prompts_file),
+        "--out",
+        str(tmp_path / "r"),
+        "--device",
+        "cpu",
+    ]
+    res = runner.invoke(app, [*base, "--dry-run", "-m", "tiny-sd1-light"])
+    assert res.exit_code == 0, res.output
+    assert "tiny-sd1-light" in res.output and not (tmp_path / "r").exists()
+    res = runner.invoke(app, [*base, "--gpu", "a100"])
+    assert res.exit_code == 1 and isinstance(res.exception, HadisError)
+    res = runner.invoke(
+        app,
+        [
+            *base,
+            "-m",
+            "tiny-sd1-light",
+            "--skip-quality",
+            "--batch-sizes",
+            "1",
+            "--reps",
+            "2",
+            "--warmup",
+            "0",
+            "--no-router",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "tiny-sd1-light" in res.output
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "demo" / "table.json").is_file()
+
+
+def test_missing_model_fails_before_anything_runs(tmp_path, prompts_file):
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(
+        "models:\n"
+        "  - {name: ok, source: %s, steps: 1, guidance_scale: 0.0, height: 32, width: 32,\n"
+        "     dtype: fp32}\n"
+        "  - {name: absent, source: org-x/not-cached, steps: 1, guidance_scale: 0.0,\n"
+        "     height: 32, width: 32}\n" % (tiny_zoo().root / "sd1")
+    )
+    opts = P.RunOptions(
+        zoo=zoo,
+        prompts=prompts_file,
+        out=tmp_path / "run",
+        device="cpu",
+        scorers=[f"clip_score:{tiny_zoo().clip_path}"],
+        cache_dir=tmp_path,
+    )
+    with pytest.raises(HadisError, match="huggingface-cli download org-x/not-cached"):
+        P.run_profile(opts)
+    assert not (tmp_path / "run").exists()
