@@ -765,50 +765,6 @@ def _batch_sizes(text: str | None) -> list[int] | None:
         ) from None
 
 
-def _plan_panel(plan, title: str):  # plan: resolve.Plan
-    from rich.console import Group
-    from rich.panel import Panel
-    from rich.table import Table
-
-    def num(x, unit=""):
-        return "-" if x is None else f"{x:.4g}{unit}"
-
-    fr = plan.fractions
-    pair = plan.light if plan.heavy is None else f"{plan.light} -> {plan.heavy}"
-    head = Table.grid(padding=(0, 2))
-    head.add_row("row", f"{plan.row} ({plan.kind}): [bold]{pair}[/]")
-    if plan.heavy is not None:
-        head.add_row("r, d", f"{num(plan.r)}, {num(plan.d)}")
-        head.add_row(
-            "thresholds",
-            f"router {num(plan.router_threshold)}, confidence {num(plan.confidence_threshold)}",
-        )
-        head.add_row(
-            "traffic",
-            f"light only {fr['light']:.1%}, direct {fr['direct']:.1%}, "
-            f"escalated {fr['escalated']:.1%}",
-        )
-    head.add_row("quality", f"{num(plan.quality)} ({plan.quality_metric})")
-    slo = "no SLO" if plan.slo_s is None else f"SLO {plan.slo_s:g} s"
-    head.add_row("worst case", f"{num(plan.worst_case_latency_s, ' s')} ({slo})")
-    head.add_row("load", f"{plan.qps:.4g} qps, headroom {plan.headroom:g}")
-    head.add_row("GPUs", f"{plan.total_gpus} of {plan.gpu_budget} ({plan.reserved_gpus} reserved)")
-    models = Table(box=None, header_style="bold")
-    for col in ("model", "role", "load", "GPUs", "batch", "p99 batch s", "capacity qps"):
-        models.add_column(col, justify="left" if col in ("model", "role") else "right")
-    for a in plan.allocations:
-        models.add_row(
-            a.model,
-            a.role,
-            f"{a.load_fraction:.1%}",
-            str(a.gpus),
-            "-" if a.batch_size is None else str(a.batch_size),
-            num(a.batch_latency_s),
-            num(a.throughput_qps),
-        )
-    return Panel(Group(head, "", models), title=title, expand=False)
-
-
 @app.command("resolve")
 def resolve_cmd(
     table: Annotated[Path, typer.Argument(help="The table.json to resolve against.")],
@@ -851,10 +807,12 @@ def resolve_cmd(
         batch_sizes=_batch_sizes(batch_sizes),
         queue_delay_s=queue_delay,
     )
+    from hadis_profile.report import plan_panel
+
     if as_json:
         sys.stdout.write(json.dumps(plan.to_dict(), indent=2, allow_nan=False) + "\n")
     elif plan.feasible:
-        console.print(_plan_panel(plan, "[green]serving plan[/]"))
+        console.print(plan_panel(plan, "[green]serving plan[/]"))
     else:
         from rich.markup import escape
 
@@ -867,7 +825,7 @@ def resolve_cmd(
                 "the SLO" if r == "slo_s" else "the requested load" for r in fb.relaxed
             )
             title = f"[yellow]fallback: highest sustainable load, ignoring {ignored}[/]"
-            console.print(_plan_panel(fb, title))
+            console.print(plan_panel(fb, title))
     if not plan.feasible:
         raise typer.Exit(1)
 
@@ -930,7 +888,7 @@ def run_cmd(
         typer.Option(
             "--scorer",
             help="clip_score[:ckpt], pick_score[:model[,processor]] or module:callable; "
-            "repeatable (default clip_score).",
+            "repeatable (default: the zoo's scorers: list, else clip_score).",
         ),
     ] = None,
     discriminator: Annotated[
@@ -989,7 +947,7 @@ def run_cmd(
         device=device,
         gpu=gpu,
         force=force,
-        scorers=scorer or ["clip_score"],
+        scorers=scorer or None,
         discriminator=discriminator,
         fid=fid,
         fid_reference=fid_reference,
@@ -1011,30 +969,43 @@ def demo_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's files.")] = Path(
         "outputs/demo"
     ),
-    tiny: Annotated[
-        bool,
+    source: Annotated[
+        str,
         typer.Option(
-            "--tiny/--synthetic",
-            help="Profile tiny random-weight pipelines on this machine (needs torch) instead "
-            "of using a synthetic measurement set.",
+            "--source",
+            help="auto (tiny if torch and diffusers are installed), tiny (profile tiny "
+            "random-weight pipelines on this CPU) or synthetic (no torch needed).",
         ),
-    ] = False,
+    ] = "auto",
     prompts: Annotated[
-        int, typer.Option("--prompts", help="Number of prompts (tiny: at most 16).")
-    ] = 8,
+        int | None, typer.Option("--prompts", help="Number of prompts (tiny: 2 to 12).")
+    ] = None,
+    gpus: Annotated[int, typer.Option("--gpus", help="GPU budget of the resolved plan.")] = 4,
 ) -> None:
-    """End to end in a minute: measurements -> run store -> Pareto table -> summary.
+    """The whole journey on this machine: measure -> run store -> Pareto table -> serving plan.
 
-    --synthetic (default) needs no torch; --tiny really generates and scores images.
+    Writes OUT/run (the run store), OUT/table.json and OUT/pareto.png.
     """
-    from hadis_profile.measure.demo import run_demo
+    from hadis_profile.demo import run_demo
+    from hadis_profile.report import plan_panel, render_table
+    from hadis_profile.resolve import load_table
 
-    table_path = run_demo(out, tiny=tiny, n_prompts=prompts, console=err_console)
-    from hadis_profile.report import render_table
-    from hadis_profile.table import load_table
-
+    table_path, plan, request = run_demo(
+        out, source=source, n_prompts=prompts, gpus=gpus, console=err_console
+    )
     render_table(load_table(table_path), console, limit=12)
-    console.print(f"Wrote {table_path}.", highlight=False, soft_wrap=True)
+    title = (
+        f"serving plan for {request['qps']:g} qps, SLO {request['slo_s']:g} s, "
+        f"{request['gpus']} GPUs"
+    )
+    console.print(plan_panel(plan if plan.feasible else plan.fallback, title))
+    console.print(
+        f"Wrote {table_path}, {table_path.parent / 'pareto.png'} and the run store "
+        f"{table_path.parent / 'run'}.\nNext: hadis-profile resolve {table_path} "
+        f"--qps {request['qps']:g} --slo {request['slo_s']:g} --gpus {request['gpus']}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # --------------------------------------------------------------------------- simulate
@@ -1119,6 +1090,8 @@ def simulate_cmd(
         raise UsageError("Give exactly one workload: --trace FILE or --rate RATE[:END].")
     if limit is not None and trace is None:
         raise UsageError("--limit applies to --trace only.")
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder for the simulation's files.")
     names = policy or list(POLICIES)
     pair_t = None
     if pair is not None:

@@ -59,9 +59,5 @@ def resolve_metric(requested: str | None, available: list[str]) -> str:
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise HadisError(
-            f"Metric '{requested}' is ambiguous; choose one of {', '.join(matches)}."
-        )
-    raise HadisError(
-        f"Unknown metric '{requested}': this run has {', '.join(available)}."
-    )
+        raise HadisError(f"Metric '{requested}' is ambiguous; choose one of {', '.join(matches)}.")
+    raise HadisError(f"Unknown metric '{requested}': this run has {', '.join(available)}.")

@@ -284,3 +284,48 @@ def render_calibration(res: Any, console: Console) -> None:
         before = [] if res.previous_weights is None else [f"{res.previous_weights[i]:.4g}"]
         w.add_row(name, *before, f"{res.weights[i]:.4g}")
     console.print(w)
+
+
+def plan_panel(plan, title: str):  # plan: resolve.Plan
+    """A Rich panel of a serving plan: the row, its traffic split and per-model GPUs."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+
+    def num(x, unit=""):
+        return "-" if x is None else f"{x:.4g}{unit}"
+
+    fr = plan.fractions
+    pair = plan.light if plan.heavy is None else f"{plan.light} -> {plan.heavy}"
+    head = Table.grid(padding=(0, 2))
+    head.add_row("row", f"{plan.row} ({plan.kind}): [bold]{pair}[/]")
+    if plan.heavy is not None:
+        head.add_row("r, d", f"{num(plan.r)}, {num(plan.d)}")
+        head.add_row(
+            "thresholds",
+            f"router {num(plan.router_threshold)}, confidence {num(plan.confidence_threshold)}",
+        )
+        head.add_row(
+            "traffic",
+            f"light only {fr['light']:.1%}, direct {fr['direct']:.1%}, "
+            f"escalated {fr['escalated']:.1%}",
+        )
+    head.add_row("quality", f"{num(plan.quality)} ({plan.quality_metric})")
+    slo = "no SLO" if plan.slo_s is None else f"SLO {plan.slo_s:g} s"
+    head.add_row("worst case", f"{num(plan.worst_case_latency_s, ' s')} ({slo})")
+    head.add_row("load", f"{plan.qps:.4g} qps, headroom {plan.headroom:g}")
+    head.add_row("GPUs", f"{plan.total_gpus} of {plan.gpu_budget} ({plan.reserved_gpus} reserved)")
+    models = Table(box=None, header_style="bold")
+    for col in ("model", "role", "load", "GPUs", "batch", "p99 batch s", "capacity qps"):
+        models.add_column(col, justify="left" if col in ("model", "role") else "right")
+    for a in plan.allocations:
+        models.add_row(
+            a.model,
+            a.role,
+            f"{a.load_fraction:.1%}",
+            str(a.gpus),
+            "-" if a.batch_size is None else str(a.batch_size),
+            num(a.batch_latency_s),
+            num(a.throughput_qps),
+        )
+    return Panel(Group(head, "", models), title=title, expand=False)

@@ -343,6 +343,9 @@ class Zoo:
 
     models: tuple[ModelSpec, ...]
     path: Path | None = None
+    #: Default quality scorers for ``run`` (``--scorer`` syntax); a path starting with
+    #: ``./`` is relative to the zoo file, so a zoo can ship its own metric backbones.
+    scorers: tuple[str, ...] = ()
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self.models)
@@ -380,7 +383,7 @@ class Zoo:
                 raise UsageError(
                     f"No selected model carries all of the tags {', '.join(sorted(wanted))}."
                 )
-        return Zoo(models=tuple(picked), path=self.path)
+        return Zoo(models=tuple(picked), path=self.path, scorers=self.scorers)
 
     def hash(self) -> str:
         """Shorthand for :func:`zoo_hash`."""
@@ -525,11 +528,15 @@ def parse_zoo(data: Any, origin: str = "the zoo", path: Path | None = None) -> Z
         raise UsageError(
             f"{origin} must be a mapping with a 'models:' list, not a {type(data).__name__}."
         )
-    unknown = [k for k in data if k not in ("defaults", "models")]
+    unknown = [k for k in data if k not in ("defaults", "models", "scorers")]
     if unknown:
         raise UsageError(
-            f"{origin}: top-level key {unknown[0]!r} is not allowed (allowed: defaults, models)."
+            f"{origin}: top-level key {unknown[0]!r} is not allowed "
+            "(allowed: defaults, models, scorers)."
         )
+    scorers = data.get("scorers") or []
+    if not isinstance(scorers, list) or not all(isinstance(x, str) and x for x in scorers):
+        raise UsageError(f"{origin}: 'scorers' must be a list of scorer names such as clip_score.")
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise UsageError(f"{origin}: 'defaults' must be a mapping of model fields.")
@@ -569,7 +576,7 @@ def parse_zoo(data: Any, origin: str = "the zoo", path: Path | None = None) -> Z
         specs.append(spec)
     if problems:
         raise UsageError(_sentence(origin, list(dict.fromkeys(problems))))
-    return Zoo(models=tuple(specs), path=path)
+    return Zoo(models=tuple(specs), path=path, scorers=tuple(scorers))
 
 
 def load_zoo(path: str | Path) -> Zoo:

@@ -232,7 +232,7 @@ def test_run_and_demo_cli(tmp_path, prompts_file):
     )
     assert res.exit_code == 0, res.output
     assert "tiny-sd1-light" in res.output
-    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--source", "tiny"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "demo" / "table.json").is_file()
 

@@ -357,3 +357,38 @@ def test_cli_bad_zoo_exits_2_with_one_line(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "model 'sd-turbo' field 'dtype' must be 'fp16', 'bf16' or 'fp32'" in lines[0]
+
+
+def test_zoo_scorers_are_kept_through_selection_and_validated():
+    entry = {
+        "name": "m",
+        "source": "org/m",
+        "steps": 1,
+        "guidance_scale": 0.0,
+        "height": 64,
+        "width": 64,
+    }
+    zoo = parse_zoo({"models": [entry], "scorers": ["clip_score:./clip"]})
+    assert zoo.select(["m"]).scorers == ("clip_score:./clip",)
+    with pytest.raises(UsageError, match="'scorers' must be a list"):
+        parse_zoo({"models": [entry], "scorers": "clip_score"})
+
+
+def test_relative_zoo_scorers_resolve_against_the_zoo_folder(tmp_path):
+    pytest.importorskip("torch")
+    from hadis_profile.measure.profiler import zoo_scorers
+
+    entry = {
+        "name": "m",
+        "source": "org/m",
+        "steps": 1,
+        "guidance_scale": 0.0,
+        "height": 64,
+        "width": 64,
+    }
+    zoo = parse_zoo({"models": [entry], "scorers": ["pick_score:./p,./c", "clip_score"]})
+    assert zoo_scorers(zoo, tmp_path) == [
+        f"pick_score:{tmp_path / 'p'},{tmp_path / 'c'}",
+        "clip_score",
+    ]
+    assert zoo_scorers(parse_zoo({"models": [entry]}), tmp_path) == ["clip_score"]

@@ -30,7 +30,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,8 @@ class RunOptions:
     device: str = "auto"
     gpu: str | None = None
     force: bool = False
-    scorers: list[str] = field(default_factory=lambda: ["clip_score"])
+    #: None: the zoo's own ``scorers:`` list, else ``clip_score`` (default checkpoint).
+    scorers: list[str] | None = None
     discriminator: str = "clip"
     fid: str = "none"
     fid_reference: Path | None = None
@@ -232,6 +233,19 @@ class QualityTools:
             "discriminator": getattr(self.discriminator, "scorer_id", None),
             "feature_extractors": [e.extractor_id for e in self.extractors],
         }
+
+
+def zoo_scorers(zoo: Any, base_dir: Path) -> list[str]:
+    """The zoo's ``scorers:`` with ``./`` paths made absolute; ``clip_score`` if it has none."""
+
+    def absolute(part: str) -> str:
+        return str(base_dir / part[2:]) if part.startswith("./") else part
+
+    out = []
+    for name in zoo.scorers or ("clip_score",):
+        kind, sep, args = name.partition(":")
+        out.append(kind + sep + ",".join(absolute(a) for a in args.split(",")) if sep else name)
+    return out
 
 
 def build_quality_tools(opts: RunOptions, device: str) -> QualityTools:
@@ -423,6 +437,8 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
         raise UsageError("--batch-sizes must be positive integers.")
     zoo = load_zoo(opts.zoo).select(opts.models, opts.tags)
     base_dir = Path(opts.zoo).resolve().parent
+    if opts.scorers is None:
+        opts = replace(opts, scorers=zoo_scorers(zoo, base_dir))
     prompts = list(load_prompts(opts.prompts, limit=opts.limit))
     if not prompts:
         raise HadisError(f"{opts.prompts} holds no prompts.")

@@ -505,6 +505,8 @@ def tiny_zoo_yaml() -> str:
     data = {
         "defaults": {"dtype": "fp32", "height": TINY_SIZE, "width": TINY_SIZE},
         "models": [dict(m) for m in TINY_MODELS],
+        # The tiny zoo ships its own metric backbones, so `run` needs no --scorer.
+        "scorers": ["clip_score:./clip", "pick_score:./pickscore,./clip"],
     }
     return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
 

@@ -1,15 +1,17 @@
-"""``hadis-profile demo``: the whole chain (run store -> Pareto table) on data made here.
+"""``hadis-profile demo``: the whole journey (run -> Pareto table -> plan) on this machine.
 
 Two sources, so that the demo works everywhere:
 
-* synthetic (default): :mod:`hadis_profile.synthetic`'s measurement set; no torch.
-* tiny: the tiny random-weight pipelines of :mod:`.tiny`, really profiled on this
-  machine's CPU by :func:`.profiler.run_profile` (latency sweep, seeded images,
-  CLIP score and PickScore from tiny CLIP models). The numbers mean nothing
-  about image quality; the mechanics are exactly those of a GPU run.
+* tiny (the default when torch and diffusers are installed): the tiny
+  random-weight SD 1.x / SDXL / SD3 pipelines of :mod:`hadis_profile.measure.tiny`,
+  really profiled on this machine's CPU by ``run`` (latency sweep, seeded
+  images, CLIP score and PickScore from tiny CLIP models). The numbers mean
+  nothing about image quality; the mechanics are exactly those of a GPU run.
+* synthetic: :mod:`hadis_profile.synthetic`'s measurement set; no torch needed.
 
 Each call starts a fresh demo run under ``out/run`` (only a folder that holds a
-run store is ever replaced) and writes ``out/table.json``.
+run store is ever replaced), writes ``out/table.json`` and ``out/pareto.png``,
+and resolves a serving plan for a load the table can serve.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from hadis_profile.errors import HadisError
+
+SOURCES = ("auto", "tiny", "synthetic")
 
 #: Used when prompts/smoke.txt is not next to the package (e.g. an installed wheel).
 DEMO_PROMPTS = (
@@ -46,11 +50,44 @@ def _fresh_run_dir(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def pick_source(source: str) -> str:
+    """``auto`` means tiny when the measuring stack is importable, else synthetic."""
+    if source not in SOURCES:
+        raise HadisError(f"Unknown demo source '{source}'; choose one of {', '.join(SOURCES)}.")
+    if source != "auto":
+        return source
+    import importlib.util
+
+    have = all(importlib.util.find_spec(m) for m in ("torch", "diffusers", "transformers"))
+    return "tiny" if have else "synthetic"
+
+
+def demo_request(table: Any, gpus: int = 4) -> dict[str, float]:
+    """A load and SLO the demo's table can serve, derived from its own latencies.
+
+    SLO: 4x the batch-1 latency of the cheapest plus the dearest model (room for
+    a cascade with queueing). Load: three times what ``gpus`` GPUs of the dearest
+    model carry at batch size 1, more than it can serve even batched, so the
+    resolver has to trade quality for capacity with a cascade.
+    """
+    b1 = [m["latency"]["1"]["p99_s"] for m in table.models.values() if "1" in m["latency"]]
+    slo = 4.0 * (min(b1) + max(b1))
+    qps = 3.0 * gpus / max(b1)
+    return {"qps": round(qps, 3), "slo_s": round(slo, 4), "gpus": gpus}
+
+
 def run_demo(
-    out: str | Path, *, tiny: bool = False, n_prompts: int | None = None, console: Any = None
-) -> Path:
-    """Build a demo run and compile it; returns the path of the written ``table.json``."""
+    out: str | Path,
+    *,
+    source: str = "auto",
+    n_prompts: int | None = None,
+    gpus: int = 4,
+    console: Any = None,
+) -> tuple[Path, Any, dict[str, float]]:
+    """Build a demo run, compile it, plot it, resolve it: (table path, Plan, request)."""
     from hadis_profile.pareto import compile_table
+    from hadis_profile.report import plot_pareto
+    from hadis_profile.resolve import load_table, resolve
     from hadis_profile.store import RunStore
     from hadis_profile.table import write_table
 
@@ -58,7 +95,10 @@ def run_demo(
     run_dir = out / "run"
     _fresh_run_dir(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if tiny:
+    source = pick_source(source)
+    if console is not None:
+        console.print(f"[bold]demo[/]: {source} measurements into {run_dir}", highlight=False)
+    if source == "tiny":
         quality = _tiny_run(out, run_dir, n_prompts or 8, console)
     else:
         from hadis_profile.synthetic import METRIC, write_synthetic_run
@@ -70,7 +110,11 @@ def run_demo(
     doc = compile_table(meas, quality_metric=quality)
     table_path = out / "table.json"
     write_table(table_path, doc)
-    return table_path
+    table = load_table(table_path)
+    plot_pareto(table, out / "pareto.png")
+    request = demo_request(table, gpus)
+    plan = resolve(table, **request)
+    return table_path, plan, request
 
 
 def _tiny_run(out: Path, run_dir: Path, n_prompts: int, console: Any) -> str:
@@ -85,7 +129,6 @@ def _tiny_run(out: Path, run_dir: Path, n_prompts: int, console: Any) -> str:
         raise HadisError(f"The tiny demo takes 2 to {len(prompts)} prompts, not {n_prompts}.")
     prompts_path = out / "prompts.txt"
     prompts_path.write_text("\n".join(prompts[:n_prompts]) + "\n", encoding="utf-8")
-    pick = f"pick_score:{zoo_dir / 'pickscore'},{zoo_dir / 'clip'}"
     # One thread: on a small shared CPU, OpenMP spin-waits make 2 threads noisier, not faster.
     opts = RunOptions(
         zoo=zoo_dir / ZOO_FILE,
@@ -97,11 +140,10 @@ def _tiny_run(out: Path, run_dir: Path, n_prompts: int, console: Any) -> str:
         reps=5,
         gen_batch=4,
         device="cpu",
-        scorers=[pick, f"clip_score:{zoo_dir / 'clip'}"],
         discriminator="clip",
         threads=1,
     )
     report = run_profile(opts, console=console)
     if console is not None:
         render_report(report, console)
-    return f"pick_score:{zoo_dir / 'pickscore'}"  # PickScore is not clamped: more spread
+    return "pick_score"  # PickScore is not clamped: more spread than CLIP score

@@ -1,0 +1,284 @@
+"""Views of a simulation: a Rich comparison table, CSV files and a PNG figure.
+
+Rich and matplotlib are imported inside the functions (matplotlib through the
+Agg canvas, no pyplot), so importing the simulator costs neither. Files are
+written atomically: a reader never sees half a CSV or half a PNG.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hadis_profile.errors import HadisError
+from hadis_profile.table import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from hadis_profile.simulate.run import SimulationResult
+
+WINDOWS_CSV = "windows.csv"
+DECISIONS_CSV = "decisions.csv"
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = "summary.json"
+FIGURE_PNG = "simulate.png"
+
+
+def _short(metric: str) -> str:
+    return metric.split(":", 1)[0]
+
+
+def _fmt(x: Any, spec: str = ".3g") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return format(x, spec)
+
+
+def render_summary(result: SimulationResult, console: Console) -> None:
+    """The per-policy comparison table, then the notes that qualify it."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    cfg, wl = result.config, result.workload
+    title = (
+        f"{wl['queries']:,} queries over {wl['duration_s']:.0f} s (mean {wl['mean_qps']:.3g} qps, "
+        f"peak {wl['peak_qps_per_window']:.3g} qps per {cfg.window_s:g} s), {cfg.gpus} GPUs, "
+        f"SLO {cfg.slo_s:g} s"
+    )
+    t = Table(
+        title=escape(title),
+        box=box.SIMPLE_HEAD,
+        header_style="bold",
+        title_justify="left",
+        padding=(0, 1),
+    )
+    t.add_column("policy", no_wrap=True)
+    t.add_column("SLO viol.", justify="right", min_width=5)
+    t.add_column("late", justify="right")
+    t.add_column("drop", justify="right")
+    for m in result.metrics:
+        arrow = "↑" if result.higher_is_better[m] else "↓"
+        header = f"{_short(m)} {arrow}"
+        t.add_column(header, justify="right", min_width=len(header))
+    t.add_column("p50 s", justify="right")
+    t.add_column("p99 s", justify="right")
+    t.add_column("GPU-s used", justify="right")
+    for s in result.summaries:
+        t.add_row(
+            s.policy,
+            f"{s.violation_ratio:.1%}",
+            f"{s.late:,}",
+            f"{s.dropped:,}",
+            *(_fmt(s.quality[m], ".4g") for m in result.metrics),
+            _fmt(s.p50_s),
+            _fmt(s.p99_s),
+            f"{s.gpu_s_used:,.0f}",
+        )
+    console.print(t)
+    console.print(
+        escape(
+            f"Workload: {wl['source']}. SLO violations = (late + dropped) / queries; a query "
+            f"still waiting at {cfg.drop_factor:g}x SLO is dropped"
+            if cfg.drop_factor is not None
+            else f"Workload: {wl['source']}. SLO violations = late / queries (no drops)"
+        )
+        + escape(
+            f". Latency over served queries; batch time = {cfg.latency_stat} of the profile; "
+            f"re-plan every {cfg.replan_s:g} s, switch {cfg.switch_s:g} s."
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+    for note in result.notes:
+        console.print(f"[dim]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
+    return buf.getvalue()
+
+
+def write_outputs(result: SimulationResult, out: str | os.PathLike) -> list[Path]:
+    """windows.csv, decisions.csv, summary.csv, summary.json and simulate.png into ``out``."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HadisError(f"Cannot create the output folder {out}: {e.strerror or e}.") from None
+    paths = []
+    q_cols = [f"quality:{m}" for m in result.metrics]
+    win_cols = [
+        "policy",
+        "window_start_s",
+        "window_end_s",
+        "arrivals",
+        "demand_qps",
+        "estimated_qps",
+        "plan",
+        "plan_status",
+        "gpus",
+        "served",
+        "late",
+        "dropped",
+        "violation_ratio",
+        "mean_latency_s",
+        *q_cols,
+    ]
+    decisions = []
+    for run in result.runs:
+        for d in run.decisions:
+            decisions.append(
+                {
+                    **d,
+                    "policy": run.policy,
+                    "gpus": " ".join(f"{m}:{g}" for m, g in d["gpus"].items()),
+                    "batch": " ".join(f"{m}:{b}" for m, b in d["batch"].items()),
+                }
+            )
+    dec_cols = ["policy", "time_s", "estimated_qps", "plan", "status", "row", "r", "d", "gpus"]
+    dec_cols.append("batch")
+    summaries = []
+    for s in result.summaries:
+        row = s.to_dict()
+        row.update({f"quality:{m}": v for m, v in s.quality.items()})
+        summaries.append(row)
+    sum_cols = [
+        "policy",
+        "queries",
+        "served",
+        "late",
+        "dropped",
+        "violation_ratio",
+        *q_cols,
+        "p50_s",
+        "p99_s",
+        "mean_s",
+        "gpu_s_used",
+        "switches",
+        "escalated",
+        "decisions",
+    ]
+    cfg = result.config
+    summary_doc = {
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "workload": result.workload,
+        "metrics": result.metrics,
+        "quality_metric": result.quality_metric,
+        "notes": result.notes,
+        "policies": [s.to_dict() for s in result.summaries],
+    }
+    files = {
+        WINDOWS_CSV: _csv_text(result.windows, win_cols),
+        DECISIONS_CSV: _csv_text(decisions, dec_cols),
+        SUMMARY_CSV: _csv_text(summaries, sum_cols),
+        SUMMARY_JSON: json.dumps(summary_doc, indent=1, allow_nan=False, default=str) + "\n",
+    }
+    try:
+        for name, text in files.items():
+            atomic_write_text(out / name, text)
+            paths.append(out / name)
+        atomic_write_bytes(out / FIGURE_PNG, figure_png(result))
+        paths.append(out / FIGURE_PNG)
+    except OSError as e:
+        raise HadisError(f"Cannot write into {out}: {e.strerror or e}.") from None
+    return paths
+
+
+def figure_png(result: SimulationResult) -> bytes:
+    """Demand, SLO violations and quality over time, one line per policy (PNG bytes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cfg = result.config
+    metric = result.quality_metric
+    higher = result.higher_is_better[metric]
+    policies = [s.policy for s in result.summaries]
+    by_policy: dict[str, list[dict]] = {p: [] for p in policies}
+    for row in result.windows:
+        by_policy[row["policy"]].append(row)
+
+    fig = Figure(figsize=(13, 9), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_d, ax_v, ax_q = fig.subplots(3, 1, sharex=True, height_ratios=(1, 1.2, 1.2))
+    first = by_policy[policies[0]]
+    mid = [(r["window_start_s"] + r["window_end_s"]) / 2 for r in first]
+    ax_d.step(
+        [r["window_start_s"] for r in first] + [first[-1]["window_end_s"]],
+        [r["demand_qps"] for r in first] + [first[-1]["demand_qps"]],
+        where="post",
+        color="0.35",
+        linewidth=1.4,
+        label=f"arrivals per {cfg.window_s:g} s window",
+    )
+    ticks = result.runs[0].ticks
+    ax_d.plot(
+        [t for t, _ in ticks],
+        [q for _, q in ticks],
+        color="C3",
+        linewidth=1.0,
+        linestyle="--",
+        label="EWMA estimate the policies plan for",
+    )
+    for k in range(1, int(result.workload["duration_s"] // cfg.replan_s) + 1):
+        for ax in (ax_d, ax_v, ax_q):
+            ax.axvline(k * cfg.replan_s, color="0.85", linewidth=0.8, zorder=0)
+    ax_d.set_ylabel("demand (queries/s)")
+    ax_d.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax_d.set_title(
+        f"{Path(result.workload['source']).name}: {cfg.gpus} GPUs, SLO {cfg.slo_s:g} s, "
+        f"re-plan every {cfg.replan_s:g} s (grey lines)",
+        fontsize=10,
+    )
+    styles = ["-", "--", "-.", ":"]
+    for i, p in enumerate(policies):
+        rows = by_policy[p]
+        x = [(r["window_start_s"] + r["window_end_s"]) / 2 for r in rows]
+        s = next(s for s in result.summaries if s.policy == p)
+        bold = p == "hadis"
+        kw = {
+            "color": f"C{i % 10}",
+            "linewidth": 2.4 if bold else 1.2,
+            "linestyle": "-" if bold else styles[i % len(styles)],
+            "zorder": 5 if bold else 3,
+            "marker": "o" if bold else None,
+            "markersize": 3,
+        }
+        v = [math.nan if r["violation_ratio"] is None else r["violation_ratio"] for r in rows]
+        ax_v.plot(x, v, label=f"{p}: {s.violation_ratio:.1%}", **kw)
+        qv = [r[f"quality:{metric}"] for r in rows]
+        qv = [math.nan if q is None else q for q in qv]
+        overall = s.quality.get(metric)
+        ax_q.plot(x, qv, label=f"{p}: {_fmt(overall, '.4g')}", **kw)
+    ax_v.set_ylabel("SLO violation ratio\n(late + dropped)")
+    ax_v.set_ylim(-0.03, 1.03)
+    ax_v.yaxis.set_major_formatter(_percent())
+    ax_v.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="overall")
+    better = "higher is better" if higher else "lower is better, axis flipped"
+    ax_q.set_ylabel(f"{_short(metric)} of served queries\n({better})")
+    if not higher:
+        ax_q.invert_yaxis()
+    ax_q.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="overall")
+    ax_q.set_xlabel("time (s), by query arrival")
+    for ax in (ax_d, ax_v, ax_q):
+        ax.grid(True, alpha=0.25)
+        ax.set_xlim(0, max(mid[-1] + cfg.window_s / 2, 1.0))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _percent():
+    from matplotlib.ticker import PercentFormatter
+
+    return PercentFormatter(xmax=1.0, decimals=0)
