@@ -285,8 +285,17 @@ def pareto_cmd(
         Path | None,
         typer.Option("--plot", help="Also write a quality-vs-cost PNG."),
     ] = None,
+    confidence: Annotated[
+        str | None,
+        typer.Option(
+            "--confidence",
+            help="Confidence scorer id (or unique prefix) to calibrate on (default: the only "
+            "one, else the discriminator scored last).",
+        ),
+    ] = None,
 ) -> None:
     """Compile a run into a Pareto cascade table (written atomically; nothing on failure)."""
+    from hadis_profile.discriminator import choose_confidence_scorer, discriminator_for_table
     from hadis_profile.errors import UsageError
     from hadis_profile.pareto import compile_table
     from hadis_profile.store import RunStore
@@ -299,7 +308,10 @@ def pareto_cmd(
     if not run.is_dir() and (Path("outputs") / run).is_dir():
         run = Path("outputs") / run
     with RunStore.open(run) as store:
-        meas = store.load_measurements()
+        scorer = choose_confidence_scorer(store, confidence)
+        meas = store.load_measurements(confidence_scorer=scorer)
+    if scorer is not None:  # the table names the scorer its thresholds are calibrated on
+        meas.provenance["discriminator"] = discriminator_for_table(meas.provenance, scorer)
     doc = compile_table(
         meas,
         quality_metric=quality,
@@ -509,7 +521,7 @@ def _router_write_csv(out: Path | None, header: list[str], rows) -> None:
     if out is None:
         sys.stdout.write(buf.getvalue())
     else:
-        from hadis_profile.table import atomic_write_text
+        from hadis_profile.fileio import atomic_write_text
 
         atomic_write_text(out, buf.getvalue())
 
@@ -594,7 +606,7 @@ def router_score_cmd(
     rows = ([p, repr(float(s))] for p, s in zip(prompts, scores, strict=True))
     _router_write_csv(out, ["prompt", "score"], rows)
     if spec_out is not None:
-        from hadis_profile.table import atomic_write_text
+        from hadis_profile.fileio import atomic_write_text
 
         atomic_write_text(spec_out, json.dumps(router.to_spec(), indent=1, allow_nan=False) + "\n")
     if out is not None:
@@ -640,7 +652,7 @@ def _router_score_run(run, table, lexicon, spatial, weights, out, spec_out) -> N
         rows = ([p, repr(float(s))] for p, s in zip(prompts, scores, strict=True))
         _router_write_csv(out, ["prompt", "score"], rows)
     if spec_out is not None:
-        from hadis_profile.table import atomic_write_text
+        from hadis_profile.fileio import atomic_write_text
 
         atomic_write_text(spec_out, json.dumps(router.to_spec(), indent=1, allow_nan=False) + "\n")
     replaced = " (replacing its fitted router)" if old and old.get("fitted") else ""
@@ -892,7 +904,11 @@ def run_cmd(
         ),
     ] = None,
     discriminator: Annotated[
-        str, typer.Option(help="clip (CLIP score / 100), none, or module:callable.")
+        str,
+        typer.Option(
+            help="clip (CLIP score / 100), none, learned:HEAD (a `discriminator train` head) "
+            "or module:callable."
+        ),
     ] = "clip",
     fid: Annotated[
         str, typer.Option(help="FID features: none, clip[:ckpt], inception[:weights], module:fn.")
@@ -1130,6 +1146,160 @@ def simulate_cmd(
         console.print(
             f"Wrote {', '.join(p.name for p in paths)} to {out}.", highlight=False, soft_wrap=True
         )
+
+
+# --------------------------------------------------------------------------- discriminator
+
+discriminator_app = typer.Typer(
+    help="Train and apply the quality discriminator (P(real), HADIS's escalation signal).",
+    no_args_is_help=True,
+)
+app.add_typer(discriminator_app, name="discriminator")
+
+
+@discriminator_app.command("train")
+def discriminator_train_cmd(
+    real: Annotated[Path, typer.Option("--real", help="Folder of real images (recursive).")],
+    run: Annotated[
+        Path, typer.Option("--run", help="Run with saved images (`run --save-images`).")
+    ],
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--models", "-m", help="Generated images of this model only; repeatable."),
+    ] = None,
+    encoder: Annotated[
+        str,
+        typer.Option(help="CLIP checkpoint (Hub id or folder) or open_clip:ARCH[/PRETRAINED]."),
+    ] = "openai/clip-vit-base-patch32",
+    epochs: Annotated[int, typer.Option(help="Training epochs of the head.")] = 20,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Head training batch.")] = 64,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Held-out share of each class.")
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split, init and shuffles.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Head file (default RUN/discriminator/head.safetensors)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="Encoder device: auto, cpu, cuda, cuda:N.")] = "auto",
+    feature_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--feature-cache", help="Feature cache folder (default RUN/discriminator/features)."
+        ),
+    ] = None,
+    online: Annotated[
+        bool, typer.Option("--online", help="Allow Hub downloads (default: offline).")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder.")
+    ] = None,
+) -> None:
+    """Train the head (frozen CLIP encoder + MLP) on real vs the run's generated images."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from hadis_profile.discriminator import train_discriminator
+
+    res = train_discriminator(
+        real,
+        _run_dir(run),
+        models=models,
+        encoder=encoder,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        val_fraction=val_fraction,
+        seed=seed,
+        out=out,
+        device=device,
+        cache_dir=cache_dir,
+        online=online,
+        feature_cache=feature_cache,
+        console=err_console,
+    )
+    m, data = res.metadata["metrics"], res.metadata["data"]
+    t = Table(title=f"Discriminator head {res.scorer_id}", show_header=False)
+    t.add_row("encoder", escape(res.metadata["encoder"]))
+    t.add_row("real / generated", f"{data['n_real']} / {data['n_generated']}")
+    t.add_row(
+        "train / validation",
+        f"{sum(m['n_train'].values())} / {sum(m['n_val'].values())} (stratified)",
+    )
+    t.add_row("validation accuracy", f"{m['val_accuracy']:.3f}")
+    t.add_row("validation AUC", f"{m['val_auc']:.3f}")
+    t.add_row("features", f"{res.cache_hits} cached, {res.encoded} encoded ({res.cache_path})")
+    if res.unreadable:
+        path, why = res.unreadable[0]
+        t.add_row("skipped", escape(f"{len(res.unreadable)} unreadable (first {path}: {why})"))
+    t.add_row("head", escape(f"{res.head_path} (+ {res.metadata_path.name})"))
+    console.print(t)
+
+
+@discriminator_app.command("score")
+def discriminator_score_cmd(
+    run: Annotated[Path, typer.Option("--run", help="Run with saved images.")],
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="learned (with --head), clip[:ckpt], pick[:model[,processor]] or module:fn.",
+        ),
+    ] = "learned",
+    head: Annotated[
+        Path | None, typer.Option("--head", help="Head file from `discriminator train`.")
+    ] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder for the head (default: the head's own).")
+    ] = None,
+    models: Annotated[
+        list[str] | None, typer.Option("--models", "-m", help="Only this model; repeatable.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    feature_cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--feature-cache", help="Feature cache folder (default RUN/discriminator/features)."
+        ),
+    ] = None,
+    online: Annotated[
+        bool, typer.Option("--online", help="Allow Hub downloads (default: offline).")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder.")
+    ] = None,
+) -> None:
+    """Write one confidence per saved image into the run (resumable), for `pareto`.
+
+    The scorer becomes the run's discriminator: `pareto` calibrates on it and
+    records it (kind, head hash, encoder) in the table's provenance.
+    """
+    from rich.markup import escape
+
+    from hadis_profile.discriminator import score_run
+
+    res = score_run(
+        _run_dir(run),
+        kind,
+        head=head,
+        encoder=encoder,
+        models=models,
+        device=device,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        online=online,
+        feature_cache=feature_cache,
+        console=err_console,
+    )
+    means = ", ".join(f"{escape(k)} {v:.3f}" for k, v in res.mean_confidence.items())
+    console.print(
+        f"Scored {res.scored} images under {escape(res.scorer_id)} ({res.already} were already "
+        f"scored); mean confidence: {means or '-'}.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

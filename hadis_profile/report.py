@@ -13,7 +13,8 @@ import math
 import os
 from typing import TYPE_CHECKING, Any
 
-from hadis_profile.table import CascadeTable, atomic_write_bytes
+from hadis_profile.fileio import atomic_write_bytes
+from hadis_profile.table import CascadeTable
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -24,9 +24,7 @@ import csv
 import hashlib
 import json
 import math
-import os
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +34,7 @@ import numpy as np
 
 from hadis_profile import __version__
 from hadis_profile.errors import HadisError
+from hadis_profile.fileio import atomic_write_bytes, atomic_write_via, canonical_json
 from hadis_profile.measurements import (
     ExternalConfig,
     LatencyStats,
@@ -213,32 +212,9 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def canonical_json(obj: Any) -> str:
-    """Stable JSON for hashing specs (sorted keys, no NaN)."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
 def spec_hash_of(spec: dict) -> str:
     """The hash that identifies a model spec: any change invalidates its measurements."""
     return hashlib.sha256(canonical_json(spec).encode("utf-8")).hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and ``os.replace``: readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _finite(value: float, what: str) -> float:
@@ -1339,7 +1315,7 @@ class RunStore:
             )
             path = out / f"features__{_safe_name(ext)}.npz"
             ids = np.array([r[0] for r in rows], dtype=np.int64)
-            _atomic_via_tmp(path, lambda p, i=ids, v=vecs: _savez(p, image_id=i, vectors=v))
+            atomic_write_via(path, lambda p, i=ids, v=vecs: _savez(p, image_id=i, vectors=v))
             written.append(path)
         stats = self.reference_stats()
         if stats:
@@ -1348,7 +1324,7 @@ class RunStore:
             for ext, (mu, sigma) in stats.items():
                 arrays[f"{_safe_name(ext)}__mu"] = mu
                 arrays[f"{_safe_name(ext)}__sigma"] = sigma
-            _atomic_via_tmp(path, lambda p: _savez(p, **arrays))
+            atomic_write_via(path, lambda p: _savez(p, **arrays))
             written.append(path)
         return written
 
@@ -1418,19 +1394,6 @@ def _savez(path: Path, **arrays: np.ndarray) -> None:
         np.savez(f, **arrays)
 
 
-def _atomic_via_tmp(path: Path, write: Callable[[Path], None]) -> None:
-    """Let ``write`` fill a temp file next to ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_csv(path: Path, columns: list[str], rows: list[tuple]) -> None:
     def write(tmp: Path) -> None:
         # floats are written with repr(), which round-trips exactly.
@@ -1439,7 +1402,7 @@ def _atomic_csv(path: Path, columns: list[str], rows: list[tuple]) -> None:
             w.writerow(columns)
             w.writerows(rows)
 
-    _atomic_via_tmp(path, write)
+    atomic_write_via(path, write)
 
 
 def _pyarrow() -> tuple[Any, Any]:
@@ -1463,4 +1426,4 @@ def _atomic_parquet(path: Path, columns: list[str], types: list[str], rows: list
         [pa.array(list(col), type=f.type) for col, f in zip(data, schema, strict=True)],
         schema=schema,
     )
-    _atomic_via_tmp(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write_via(path, lambda tmp: pq.write_table(table, tmp))

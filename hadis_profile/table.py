@@ -9,12 +9,10 @@ any problem. This module stays numpy/stdlib-only because ``resolve`` imports it;
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +20,8 @@ from typing import Any
 
 from hadis_profile import __version__
 from hadis_profile.errors import HadisError
+from hadis_profile.fileio import atomic_write_text
+from hadis_profile.fileio import canonical_json as _canonical_json
 
 FORMAT = "hadis-profile/cascade-table"
 SCHEMA_VERSION = "1.0"
@@ -48,9 +48,7 @@ REQUIRED_FRACTIONS = ("direct", "escalated", "light", "load_light", "load_heavy"
 def canonical_json(payload: Any) -> str:
     """The one serialisation the hash is taken over (sorted keys, no NaN, compact)."""
     try:
-        return json.dumps(
-            payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        return _canonical_json(payload)
     except ValueError as e:
         raise HadisError(f"The table payload contains a NaN or infinity ({e}).") from None
     except TypeError as e:
@@ -191,28 +189,6 @@ def parse_json(text: str, source: str = "<memory>") -> Any:
         raise HadisError(msg) from None
     except HadisError as e:
         raise HadisError(f"{source} {e}.") from None
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write via a temporary file in the same folder, then rename: never half a file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """UTF-8 text through :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_table(path: str | os.PathLike, document: dict) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hadis_profile.errors import HadisError
-from hadis_profile.table import atomic_write_bytes, atomic_write_text
+from hadis_profile.fileio import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from rich.console import Console

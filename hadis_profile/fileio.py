@@ -1,0 +1,59 @@
+"""Atomic file writes and canonical JSON: the one place every writer goes through.
+
+"Nothing is lost" means a reader (or a crash) sees either the old file or the
+new one, never half of either: each write fills a temporary file in the same
+folder, fsyncs it and renames it into place. The final file gets the usual
+umask-derived mode (``mkstemp`` alone would leave it private, 0600, which
+breaks a serving stack that reads ``table.json`` as another user).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted keys, compact separators, no NaN: the serialisation hashes are taken over."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_via(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a temporary file next to ``path``, then rename it into place."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` atomically (see the module docstring)."""
+    atomic_write_via(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """UTF-8 text through :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
