@@ -295,7 +295,7 @@ def pareto_cmd(
     ] = None,
 ) -> None:
     """Compile a run into a Pareto cascade table (written atomically; nothing on failure)."""
-    from hadis_profile.discriminator import choose_confidence_scorer, discriminator_for_table
+    from hadis_profile.discriminator import discriminator_for_table
     from hadis_profile.errors import UsageError
     from hadis_profile.pareto import compile_table
     from hadis_profile.store import RunStore
@@ -308,7 +308,7 @@ def pareto_cmd(
     if not run.is_dir() and (Path("outputs") / run).is_dir():
         run = Path("outputs") / run
     with RunStore.open(run) as store:
-        scorer = choose_confidence_scorer(store, confidence)
+        scorer = store.default_confidence_scorer(confidence)
         meas = store.load_measurements(confidence_scorer=scorer)
     if scorer is not None:  # the table names the scorer its thresholds are calibrated on
         meas.provenance["discriminator"] = discriminator_for_table(meas.provenance, scorer)
@@ -1169,7 +1169,7 @@ def discriminator_train_cmd(
     ] = None,
     encoder: Annotated[
         str,
-        typer.Option(help="CLIP checkpoint (Hub id or folder) or open_clip:ARCH[/PRETRAINED]."),
+        typer.Option(help="CLIP checkpoint (Hub id or folder) or open_clip:ARCH[,PRETRAINED]."),
     ] = "openai/clip-vit-base-patch32",
     epochs: Annotated[int, typer.Option(help="Training epochs of the head.")] = 20,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,

@@ -1108,6 +1108,62 @@ class RunStore:
             )
         return sums / counts
 
+    def confidence_scorers(self) -> list[str]:
+        """Every confidence scorer the run holds values of, sorted."""
+        return [
+            r[0] for r in self._db.execute("SELECT DISTINCT scorer FROM confidences ORDER BY 1")
+        ]
+
+    def default_confidence_scorer(self, requested: str | None = None) -> str | None:
+        """The scorer tables are calibrated on: ``requested`` (an id or a unique prefix such
+        as ``confidence:hadis-head``), else the only one, else the discriminator the run
+        recorded last (``provenance.discriminator.scorer_id``)."""
+        found = self.confidence_scorers()
+        if requested is not None:
+            if requested in found:
+                return requested
+            matches = [s for s in found if s.startswith(requested)]
+            if len(matches) == 1:
+                return matches[0]
+            what = "matches several of" if matches else "is not among"
+            raise HadisError(
+                f"Confidence scorer '{requested}' {what} the run's confidence scorers "
+                f"({', '.join(matches or found) or 'none'})."
+            )
+        if len(found) <= 1:
+            return found[0] if found else None
+        latest = (self.provenance.get("discriminator") or {}).get("scorer_id")
+        if latest in found:
+            return latest
+        raise HadisError(
+            f"The run has confidences from several scorers ({', '.join(found)}); choose one "
+            "with --confidence."
+        )
+
+    def saved_images(self) -> list[tuple[int, str, int, int, str]]:
+        """(image id, model, prompt id, seed index, path) of every image saved to disk."""
+        return [
+            tuple(r)
+            for r in self._db.execute(
+                "SELECT id, model, prompt_id, seed_index, path FROM images "
+                "WHERE path IS NOT NULL ORDER BY id"
+            )
+        ]
+
+    def scored_image_ids(self, scorer: str) -> set[int]:
+        """Images that already have a confidence from ``scorer`` (for resuming)."""
+        rows = self._db.execute("SELECT image_id FROM confidences WHERE scorer=?", (scorer,))
+        return {r[0] for r in rows}
+
+    def confidence_means(self, scorer: str) -> dict[str, float]:
+        """Mean confidence per model under ``scorer``."""
+        rows = self._db.execute(
+            "SELECT i.model, AVG(c.value) FROM confidences c JOIN images i ON i.id = c.image_id "
+            "WHERE c.scorer=? GROUP BY i.model ORDER BY i.model",
+            (scorer,),
+        )
+        return {m: float(v) for m, v in rows}
+
     def _pick_scorer(self, model: str, scorer: str | None) -> str | None:
         scorers = [
             r[0]
@@ -1168,9 +1224,11 @@ class RunStore:
     ) -> Measurements:
         """The run as :class:`Measurements`, models ordered by batch-1 latency.
 
-        ``hardware`` and ``confidence_scorer`` are needed only when the run holds
-        several. Incomplete or non-finite data is refused with one sentence.
+        ``hardware`` is needed only when the run holds several; the confidence
+        scorer defaults to :meth:`default_confidence_scorer`. Incomplete or
+        non-finite data is refused with one sentence.
         """
+        confidence_scorer = self.default_confidence_scorer(confidence_scorer)
         prompts = self.prompts()
         n = len(prompts)
         if n == 0:

@@ -259,6 +259,10 @@ def build_quality_tools(opts: RunOptions, device: str) -> QualityTools:
     if choice == "clip":
         clip = next((s for s in scorers if isinstance(s, S.CLIPScorer)), None)
         disc = S.CLIPConfidence(clip or S.CLIPScorer(**common))
+    elif choice.startswith("learned:"):  # a head from `hadis-profile discriminator train`
+        from hadis_profile.discriminator import LearnedDiscriminator
+
+        disc = LearnedDiscriminator(choice.split(":", 1)[1], **common)
     elif choice not in ("none", ""):
         disc = S.load_discriminator(choice)
     extractors = []
@@ -482,6 +486,10 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
     if opts.quality:
         provenance["quality_tools"] = tools.describe()
     store = _open_store(opts, provenance)
+    if callable(getattr(tools.discriminator, "spec", None)):  # pareto copies it to the table
+        from hadis_profile.discriminator import record_discriminator
+
+        record_discriminator(store, tools.discriminator.spec())
     report = RunReport(Path(opts.out), label, info.device, info.name, [])
     try:
         store.upsert_hardware(
