@@ -30,22 +30,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import resolve_oracles as oracle  # noqa: E402
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 from hadis_profile.resolve import resolve  # noqa: E402
 from hadis_profile.table import CascadeTable, make_document  # noqa: E402
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 METRIC = "fid:inception-v3-compat"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def point(b: int, p99: float | None) -> dict:

@@ -22,6 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_model  # benchmarks/machine.py
 
 from hadis_profile.router import (
     DEFAULT_BATCH_SIZE,
@@ -72,17 +73,6 @@ def baseline_features(nlp, word_frequency, prompt: str, abstract, single, multi)
         sum(t.pos_ == "VERB" for t in doc),
         sum(e.label_ in {"PERSON", "ORG", "GPE"} for e in doc.ents),
     ]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def pkg(name: str) -> str:

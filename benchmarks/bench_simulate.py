@@ -33,6 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
+
 from hadis_profile.pareto import compile_table  # noqa: E402
 from hadis_profile.simulate import POLICIES, SimConfig, poisson_workload, simulate  # noqa: E402
 from hadis_profile.simulate.engine import run_policy  # noqa: E402
@@ -41,16 +43,6 @@ from hadis_profile.store import RunStore  # noqa: E402
 from hadis_profile.table import CascadeTable  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def scenarios(tmp: Path) -> list[tuple[str, CascadeTable, object]]:

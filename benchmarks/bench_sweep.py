@@ -14,6 +14,7 @@ import statistics
 import time
 
 import numpy as np
+from machine import cpu_model
 
 from hadis_profile.measurements import LatencyStats, Measurements, ModelMeasurements
 from hadis_profile.sweep import candidate_pairs, iter_sweep
@@ -47,17 +48,6 @@ def build(n_prompts: int = 5000, images: int = 4, seed: int = 0) -> Measurements
 
 def run_once(meas: Measurements) -> int:
     return sum(len(chunk) for chunk in iter_sweep(meas, "all", grid=100, metrics=METRICS))
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
