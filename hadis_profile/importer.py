@@ -27,6 +27,7 @@ import numpy as np
 from hadis_profile.errors import HadisError, UsageError
 from hadis_profile.measurements import ExternalConfig, LatencyStats
 from hadis_profile.metrics import info as metric_info
+from hadis_profile.router import DEFAULT_WEIGHTS, FEATURES
 from hadis_profile.store import RunStore
 
 # --------------------------------------------------------------------------- the HADIS preset
@@ -35,17 +36,6 @@ HADIS_FID_METRIC = "fid:clean-fid-imagenet1k"
 HADIS_SCORER = "hadis-reference-discriminator"
 HADIS_HARDWARE = "l40s"
 HADIS_DEVICE_NAME = "NVIDIA L40S"
-HADIS_ROUTER_FEATURES = (
-    "prompt_length",
-    "token_rarity",
-    "num_objects",
-    "abstractness",
-    "attribute_density",
-    "spatial_relations",
-    "action_verbs",
-    "named_entities",
-)
-HADIS_ROUTER_WEIGHTS = (0.85, 0.32, 0.72, 0.99, 0.76, 0.07, 0.78, 0.01)
 HADIS_IMAGES_PER_PROMPT = 4
 HADIS_N_PROMPTS = 5000
 
@@ -600,9 +590,9 @@ def hadis_reference_spec(
         prompts_ascii=True,
         models=models,
         features_file=data_dir / "prompt_features.csv",
-        router_weights=list(HADIS_ROUTER_WEIGHTS),
+        router_weights=list(DEFAULT_WEIGHTS),
         router_source="HADIS published router weights (arXiv 2509.00642), prompt_features.csv",
-        expected_features=list(HADIS_ROUTER_FEATURES),
+        expected_features=list(FEATURES),
         latencies=merged,
         hardware_label=hardware_label,
         device_name=device_name,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hadis_profile.measurements import LatencyStats
+from hadis_profile.router import DEFAULT_WEIGHTS, FEATURES
 
 # name, steps, batch-1 seconds/image, quality at difficulty 0, loss per unit difficulty.
 SYNTHETIC_MODELS: tuple[tuple[str, int, float, float, float], ...] = (
@@ -26,17 +27,6 @@ SYNTHETIC_MODELS: tuple[tuple[str, int, float, float, float], ...] = (
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 METRIC = "clip_score:synthetic"
 SCORER = "confidence:synthetic"
-FEATURES = (
-    "prompt_length",
-    "token_rarity",
-    "num_objects",
-    "abstractness",
-    "attribute_density",
-    "spatial_relations",
-    "action_verbs",
-    "named_entities",
-)
-HADIS_WEIGHTS = (0.85, 0.32, 0.72, 0.99, 0.76, 0.07, 0.78, 0.01)
 
 
 def batch_latency(per_image_s: float, batch: int) -> float:
@@ -79,14 +69,14 @@ def write_synthetic_run(
     raw = raw.astype(float)
     mean, std = raw.mean(axis=0), raw.std(axis=0)
     z = np.divide(raw - mean, std, out=np.zeros_like(raw), where=std > 0)
-    scores = z @ np.asarray(HADIS_WEIGHTS)
+    scores = z @ np.asarray(DEFAULT_WEIGHTS)
     store.put_router(
         raw,
         list(FEATURES),
         scores,
         spec={
             "features": list(FEATURES),
-            "weights": list(HADIS_WEIGHTS),
+            "weights": list(DEFAULT_WEIGHTS),
             "mean": mean.tolist(),
             "std": std.tolist(),
             "source": "synthetic",
