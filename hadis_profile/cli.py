@@ -887,7 +887,17 @@ def run_cmd(
         typer.Option("--time-budget", help="Seconds per batch size; fewer reps (>= 3) if slow."),
     ] = None,
     gen_batch: Annotated[int, typer.Option("--gen-batch", help="Generation batch size.")] = 4,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[
+        str | None, typer.Option(help="auto (the default), cpu, cuda or cuda:N.")
+    ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices",
+            help="Shard the models over local devices, one worker process each: 0,1,2,3 "
+            "(cuda:0..3) or cpu,cpu.",
+        ),
+    ] = None,
     gpu: Annotated[
         str | None,
         typer.Option("--gpu", help="Hardware label (e.g. a100); must match the detected device."),
@@ -944,8 +954,12 @@ def run_cmd(
     Every finished unit (a batch size, a prompt's images) is committed at once;
     rerunning the same command resumes where it stopped.
     """
+    from hadis_profile.errors import UsageError
     from hadis_profile.measure.profiler import RunOptions, render_report, run_profile
+    from hadis_profile.measure.shard import parse_devices
 
+    if devices is not None and device is not None:
+        raise UsageError("--device and --devices are mutually exclusive; pass one of them.")
     opts = RunOptions(
         zoo=zoo,
         prompts=prompts,
@@ -960,7 +974,8 @@ def run_cmd(
         reps=reps,
         time_budget_s=time_budget,
         gen_batch=gen_batch,
-        device=device,
+        device=device or "auto",
+        devices=parse_devices(devices) if devices is not None else None,
         gpu=gpu,
         force=force,
         scorers=scorer or None,

@@ -48,6 +48,9 @@ DB_NAME = "store.sqlite"
 RUN_JSON = "run.json"
 RUN_FORMAT = "hadis-profile/run"
 EXPORT_FORMATS = ("csv", "parquet")
+#: Seconds a writer waits for another's lock before "database is locked": the
+#: workers of ``run --devices`` write one store from several processes.
+BUSY_TIMEOUT_S = 60.0
 
 _FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -325,7 +328,7 @@ class RunStore:
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves so that a
             # transaction is exactly one unit of work, never implicit.
-            db = sqlite3.connect(root / DB_NAME, isolation_level=None, timeout=30.0)
+            db = sqlite3.connect(root / DB_NAME, isolation_level=None, timeout=BUSY_TIMEOUT_S)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # durable at commit boundaries in WAL
             db.execute("PRAGMA foreign_keys=ON")

@@ -16,6 +16,10 @@ model's checkpoint is checked (a missing one fails at once, not hours in), and
 the hardware is recorded under a label that must agree with the detected device
 (``--gpu a100`` on an H100 is refused unless ``--force``).
 
+With ``devices`` (``--devices 0,1,2,3``) this process does all of the above
+once, then :mod:`.shard` measures the models in one spawned worker process per
+device, writing into the same store.
+
 Settings that decide which images exist (base seed, images per prompt,
 scorers) are part of the run's provenance; resuming with different ones is
 refused, because mixing them would silently corrupt the comparison.
@@ -79,6 +83,8 @@ class RunOptions:
     online: bool = False
     cache_dir: Path | None = None
     threads: int | None = None  # torch intra-op threads (CPU runs); None leaves torch's default
+    #: ``--devices``: one worker process per entry (``cuda:N`` or ``cpu``); see :mod:`.shard`.
+    devices: list[str] | None = None
 
 
 @dataclass
@@ -450,7 +456,14 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
         import torch
 
         torch.set_num_threads(max(1, int(opts.threads)))
-    info = detect_device(opts.device)
+    infos: list[DeviceInfo] = []
+    if opts.devices:
+        from hadis_profile.measure import shard
+
+        infos = shard.device_infos(opts.devices, opts.threads)
+        info = shard.common_device(infos, opts.force)
+    else:
+        info = detect_device(opts.device)
     label = check_hardware_label(opts.gpu, info, opts.force)
     seeds = {
         "format": SEED_FORMAT,
@@ -500,16 +513,36 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
             _router(store, prompts, report, console)
         for extractor, (mu, sigma) in _reference_stats(opts, tools).items():
             store.put_reference_stats(extractor, mu, sigma)
-        with _Progress(console) as progress:
-            for spec in zoo:
-                report.models.append(
-                    _profile_model(
-                        store, spec, opts, tools, info, label, base_dir, prompts, report, progress
+        scorer_id = getattr(tools.discriminator, "scorer_id", None)
+        if infos:  # --devices: the parent's setup is done; the workers measure
+            from hadis_profile.measure.latency import free_memory
+            from hadis_profile.measure.shard import profile_sharded
+
+            del tools  # the workers load their own; free this copy's memory first
+            free_memory(info.device)
+            report.models = profile_sharded(
+                store, zoo, opts, label, infos, base_dir, prompts, report, console
+            )
+        else:
+            with _Progress(console) as progress:
+                for spec in zoo:
+                    report.models.append(
+                        _profile_model(
+                            store,
+                            spec,
+                            opts,
+                            tools,
+                            info,
+                            label,
+                            base_dir,
+                            prompts,
+                            report,
+                            progress,
+                        )
                     )
-                )
         _record_overheads(store, report)
         if opts.quality:
-            _fill_means(store, report, label, tools)
+            _fill_means(store, report, label, scorer_id)
     finally:
         store.close()
     return report
@@ -549,12 +582,16 @@ def _profile_model(
     base_dir: Path,
     prompts: list[str],
     report: RunReport,
-    progress: _Progress,
+    progress: Any,  # _Progress, or a --devices worker's queue-backed stand-in
+    *,
+    register: bool = True,
 ) -> ModelReport:
+    """Measure what is left of one model; ``register=False`` when the parent of a
+    ``--devices`` run already recorded the model (workers must not rewrite setup)."""
     from hadis_profile.measure.latency import free_memory
 
     name = spec.name
-    if store.upsert_model(name, **spec.store_record()):
+    if register and store.upsert_model(name, **spec.store_record()):
         progress.log(f"{name}: the spec changed since the last run; its old records are gone.")
     k = opts.images_per_prompt
     lat_todo, lat_done = (
@@ -629,8 +666,9 @@ def _stages(store, lp, opts, info) -> None:
     stages = stage_breakdown(
         lp.pipe, lambda: runner(1), reps=max(1, min(opts.reps, 3)), device=info.device
     )
-    old = store.provenance.get("stages", {})
-    store.update_provenance({"stages": {**old, lp.spec.name: stages}})
+    with store.transaction():  # read and write under one lock: --devices workers share it
+        old = store.provenance.get("stages", {})
+        store.update_provenance({"stages": {**old, lp.spec.name: stages}})
 
 
 def _quality_phase(store, lp, todo_ids, prompts, opts, tools, report, progress) -> None:
@@ -672,9 +710,8 @@ def _quality_phase(store, lp, todo_ids, prompts, opts, tools, report, progress) 
         progress.advance(task)
 
 
-def _fill_means(store: Any, report: RunReport, label: str, tools: QualityTools) -> None:
+def _fill_means(store: Any, report: RunReport, label: str, scorer: str | None) -> None:
     """Mean score per metric and mean confidence per model, once every prompt is done."""
-    scorer = getattr(tools.discriminator, "scorer_id", None)
     try:
         meas = store.load_measurements(hardware=label, confidence_scorer=scorer)
     except HadisError as e:  # incomplete (e.g. --skip-latency): the table shows "-"

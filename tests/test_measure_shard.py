@@ -1,0 +1,283 @@
+"""run --devices: work division, device parsing, two CPU workers on the tiny zoo."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import textwrap
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from measure_helpers import tiny_zoo  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from hadis_profile.cli import app  # noqa: E402
+from hadis_profile.errors import HadisError, UsageError  # noqa: E402
+from hadis_profile.measure import profiler as P  # noqa: E402
+from hadis_profile.measure import shard as S  # noqa: E402
+from hadis_profile.store import RunStore  # noqa: E402
+
+MODELS = ["tiny-sd1-light", "tiny-sd1-heavy"]
+PROMPTS = ["a red apple on a white table", "three yellow rubber ducks", "a lighthouse at night"]
+K = 2
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_divide_work_is_greedy_longest_first_and_deterministic():
+    costs = {"a": 5.0, "b": 4.0, "c": 3.0, "d": 3.0, "e": 3.0}
+    # a->0, b->1, c->1 (4 < 5), d->0 (5 < 7), e->1 (7 < 8); zoo order kept inside a share
+    assert S.divide_work(costs, 2) == [["a", "d"], ["b", "c", "e"]]
+    assert S.divide_work(costs, 1) == [["a", "b", "c", "d", "e"]]
+    # finished models (cost 0) are not assigned; idle workers get empty shares
+    assert S.divide_work({"x": 0.0, "y": 2.0, "z": 1.0}, 4) == [["y"], ["z"], [], []]
+    # ties: input order among models, lowest index among workers
+    assert S.divide_work({"p": 1.0, "q": 1.0, "r": 1.0}, 2) == [["p", "r"], ["q"]]
+    assert S.divide_work({}, 3) == [[], [], []]
+    with pytest.raises(ValueError):
+        S.divide_work(costs, 0)
+
+
+def test_divide_work_assigns_every_model_once_and_balances():
+    costs = {f"m{i}": float((i * 7919) % 13 + 1) for i in range(20)}
+    shares = S.divide_work(costs, 3)
+    flat = [m for share in shares for m in share]
+    assert sorted(flat) == sorted(costs) and len(flat) == len(set(flat))
+    loads = [sum(costs[m] for m in share) for share in shares]
+    # LPT's bound: the largest load is within 4/3 of the perfect split (+ one job)
+    assert max(loads) <= sum(loads) / 3 + max(costs.values())
+
+
+def test_parse_devices_and_hardware_checks(monkeypatch):
+    assert S.parse_devices("0,1,2,3") == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert S.parse_devices(" cuda:1 , 2") == ["cuda:1", "cuda:2"]
+    assert S.parse_devices("cpu,cpu") == ["cpu", "cpu"]
+    for bad, msg in (("0,0", "cuda:0 twice"), ("gpu0", "CUDA indices"), ("", "CUDA indices")):
+        with pytest.raises(UsageError, match=msg):
+            S.parse_devices(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(HadisError, match=r"names cuda:4 but torch sees only 2 CUDA devices"):
+        S.device_infos(["cuda:0", "cuda:4"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(HadisError, match="torch sees no CUDA device"):
+        S.device_infos(["cuda:0"])
+    a = P.DeviceInfo("cuda:0", "NVIDIA A100-SXM4-80GB", None, "a100-sxm4-80gb")
+    h = P.DeviceInfo("cuda:1", "NVIDIA H100 80GB HBM3", None, "h100-80gb-hbm3")
+    assert S.common_device([a, a], force=False) == a
+    with pytest.raises(HadisError, match="mixes NVIDIA A100-SXM4-80GB and NVIDIA H100"):
+        S.common_device([a, h], force=False)
+    assert S.common_device([a, h], force=True).name == f"{a.name} + {h.name}"
+    assert S.worker_threads(["cpu", "cpu"], 3) == 3
+    assert S._one_line(OSError("no\n  such file")) == "OSError: no such file"
+    assert "\n" not in S._failure("cuda:1", "m", "a\nb.")
+
+
+def test_devices_and_device_are_mutually_exclusive(tmp_path):
+    runner = CliRunner()
+    base = ["run", "--zoo", str(tiny_zoo().zoo_path), "--out", str(tmp_path / "r")]
+    # CliRunner bypasses main(), so the UsageError (exit 2 there) surfaces as the exception.
+    res = runner.invoke(app, [*base, "--device", "cpu", "--devices", "cpu,cpu"])
+    assert isinstance(res.exception, UsageError) and "mutually exclusive" in str(res.exception)
+    res = runner.invoke(app, [*base, "--devices", "0,x"])
+    assert isinstance(res.exception, UsageError)
+    assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("prompts") / "prompts.txt"
+    p.write_text("\n".join(PROMPTS) + "\n")
+    return p
+
+
+def _cli(out, prompts_file, *extra):
+    tz = tiny_zoo()
+    args = ["run", "--zoo", str(tz.zoo_path), "--prompts", str(prompts_file), "--out", str(out)]
+    args += ["-m", MODELS[0], "-m", MODELS[1], "-k", str(K), "--batch-sizes", "1,2"]
+    args += [
+        "--reps",
+        "2",
+        "--warmup",
+        "0",
+        "--no-router",
+        "--scorer",
+        f"clip_score:{tz.clip_path}",
+    ]
+    return CliRunner().invoke(app, [*args, *extra])
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory, prompts_file):
+    """The reference: the same command in one process."""
+    out = tmp_path_factory.mktemp("single") / "run"
+    res = _cli(out, prompts_file, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _units(run) -> tuple[set, dict]:
+    """(latency points, {(model, prompt, seed index, what): value}) of a run store."""
+    db = sqlite3.connect(run / "store.sqlite")
+    try:
+        lat = db.execute("SELECT model, hardware, batch_size, infeasible, reps FROM latency")
+        lat = [tuple(r) for r in lat]
+        rows = db.execute(
+            "SELECT i.model, i.prompt_id, i.seed_index, i.seed, 's:' || s.metric, s.value "
+            "FROM images i JOIN scores s ON s.image_id = i.id UNION ALL "
+            "SELECT i.model, i.prompt_id, i.seed_index, i.seed, 'c:' || c.scorer, c.value "
+            "FROM images i JOIN confidences c ON c.image_id = i.id"
+        ).fetchall()
+        n_images = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    finally:
+        db.close()
+    values = {r[:5]: r[5] for r in rows}
+    assert len(lat) == len(set(lat)) and len(values) == len(rows)  # no duplicate rows
+    assert n_images == len({k[:3] for k in values})  # every image is scored
+    return set(lat), values
+
+
+def _assert_same_units(a, b):
+    lat_a, val_a = _units(a)
+    lat_b, val_b = _units(b)
+    assert lat_a == lat_b
+    assert set(val_a) == set(val_b)
+    for key, v in val_a.items():
+        assert v == pytest.approx(val_b[key], abs=1e-4), key
+
+
+def test_two_cpu_workers_fill_the_same_units_as_one_process(tmp_path, prompts_file, single_run):
+    lat, values = _units(single_run)
+    assert len(lat) == 2 * 2 and len({k[:3] for k in values}) == 2 * 3 * K
+    out = tmp_path / "run"
+    res = _cli(out, prompts_file, "--devices", "cpu,cpu")
+    assert res.exit_code == 0, res.output
+    assert "Measured 10 units now, 0 were already done" in res.output
+    _assert_same_units(single_run, out)
+    with RunStore.open(out) as store:
+        assert [h["label"] for h in store.hardware()] == ["cpu"]
+        assert store.prompts() == PROMPTS
+    res = _cli(out, prompts_file, "--devices", "cpu,cpu")  # finished: no worker starts
+    assert res.exit_code == 0, res.output
+    assert "Measured 0 units now, 10 were already done" in res.output
+    _assert_same_units(single_run, out)
+    assert multiprocessing.active_children() == []
+
+
+def test_ctrl_c_stops_the_workers_and_a_rerun_completes(
+    tmp_path, prompts_file, single_run, monkeypatch
+):
+    def interrupt(self, task, n=1):  # the parent's first progress tick: a unit is committed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(P._Progress, "advance", interrupt)
+    out = tmp_path / "run"
+    res = _cli(out, prompts_file, "--devices", "cpu,cpu")
+    assert res.exit_code == 130  # Typer's answer to KeyboardInterrupt
+    assert multiprocessing.active_children() == []
+    db = sqlite3.connect(out / "store.sqlite")
+    per_prompt = db.execute("SELECT COUNT(*) FROM images GROUP BY model, prompt_id").fetchall()
+    assert all(n == K for (n,) in per_prompt)  # whole units only
+    assert db.execute("SELECT COUNT(*) FROM latency").fetchone()[0] >= 1
+    db.close()
+    monkeypatch.undo()
+    res = _cli(out, prompts_file, "--devices", "cpu,cpu")
+    assert res.exit_code == 0, res.output
+    _assert_same_units(single_run, out)
+
+
+BARRIER = '''
+"""Test plug-in: worker 0 starts only once the other worker's model is fully stored."""
+import multiprocessing, os, sqlite3, time
+
+from hadis_profile.measure.scorers import FunctionDiscriminator
+
+
+def _half(images, prompts):
+    return [0.5] * len(prompts)
+
+
+def barrier():
+    if multiprocessing.current_process().name == "hadis-worker-0":
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            db = sqlite3.connect(os.environ["SHARD_TEST_DB"])
+            n = db.execute(
+                "SELECT COUNT(DISTINCT prompt_id) FROM images WHERE model = ?",
+                (os.environ["SHARD_TEST_MODEL"],),
+            ).fetchone()[0]
+            db.close()
+            if n >= int(os.environ["SHARD_TEST_PROMPTS"]):
+                break
+            time.sleep(0.2)
+    return FunctionDiscriminator(_half, "confidence:half")
+'''
+
+
+def test_a_worker_failure_is_one_sentence_and_keeps_committed_units(
+    tmp_path, prompts_file, monkeypatch
+):
+    from hadis_profile.measure import pipelines
+
+    tz = tiny_zoo()
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(
+        textwrap.dedent(
+            f"""\
+            defaults: {{dtype: fp32, height: 32, width: 32}}
+            models:
+              - {{name: {MODELS[0]}, source: {tz.root / "sd1"},
+                 pipeline: StableDiffusionPipeline, steps: 2, guidance_scale: 0.0}}
+              - {{name: broken, source: {tmp_path / "gone"}, pipeline: StableDiffusionPipeline,
+                 steps: 16, guidance_scale: 7.5}}
+            """
+        )
+    )
+    real = pipelines.preflight
+    # The checkpoint "vanishes after preflight": the parent's check passes, the load fails.
+    monkeypatch.setattr(
+        pipelines,
+        "preflight",
+        lambda spec, **kw: None if spec.name == "broken" else real(spec, **kw),
+    )
+    (tmp_path / "plug").mkdir()
+    (tmp_path / "plug" / "shard_barrier.py").write_text(BARRIER)
+    monkeypatch.syspath_prepend(str(tmp_path / "plug"))  # spawned workers inherit sys.path
+    out = tmp_path / "run"
+    monkeypatch.setenv("SHARD_TEST_DB", str(out / "store.sqlite"))
+    monkeypatch.setenv("SHARD_TEST_MODEL", MODELS[0])
+    monkeypatch.setenv("SHARD_TEST_PROMPTS", str(len(PROMPTS)))
+    opts = P.RunOptions(
+        zoo=zoo,
+        prompts=prompts_file,
+        out=out,
+        images_per_prompt=K,
+        batch_sizes=(1, 2),
+        warmup=0,
+        reps=2,
+        devices=["cpu", "cpu"],
+        scorers=[f"clip_score:{tz.clip_path}"],
+        discriminator="shard_barrier:barrier",
+        router=False,
+    )
+    # broken (16 CFG steps) costs most, so worker 0 gets it and the light model goes to worker 1
+    with pytest.raises(HadisError) as err:
+        P.run_profile(opts)
+    msg = str(err.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    assert msg.startswith("The worker on cpu#0 failed while profiling broken: Model 'broken'")
+    assert "does not exist" in msg and "rerunning the same command resumes" in msg
+    assert multiprocessing.active_children() == []
+    with RunStore.open(out) as store:
+        assert sorted(store.latency(MODELS[0], "cpu")) == [1, 2]
+        assert store.done_prompts(MODELS[0], K) == {0, 1, 2}
+        assert store.done_prompts("broken") == set()
+        assert set(store.models()) == {MODELS[0], "broken"}
