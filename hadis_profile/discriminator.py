@@ -41,6 +41,7 @@ import numpy as np
 
 from hadis_profile.errors import HadisError, UsageError
 from hadis_profile.measure.scorers import Discriminator, PickScorer, _check_pairs, to_pil
+from hadis_profile.progress import bar
 
 DEFAULT_ENCODER = "openai/clip-vit-base-patch32"
 HIDDEN = 256
@@ -783,7 +784,7 @@ def train_discriminator(
     cache = FeatureCache(feature_cache or Path(run_root) / RUN_SUBDIR / "features", encoder)
     real = read_files(real_paths)
     gen = read_files([im.path for im in gen_images], [im.image_id for im in gen_images])
-    with _Progress(console, "encoding images", len(real) + len(gen)) as advance:
+    with bar(console, "encoding images", len(real) + len(gen)) as advance:
         X_real = cache.features(encoder, real, advance)
         X_gen = cache.features(encoder, gen, advance)
     cache.save()
@@ -930,7 +931,7 @@ def score_run(
         unreadable: list[tuple[Path, str]] = []
         scored = 0
         try:
-            with _Progress(console, f"scoring with {scorer}", len(todo)) as advance:
+            with bar(console, f"scoring with {scorer}", len(todo)) as advance:
                 for s in range(0, len(todo), batch_size):
                     batch = todo[s : s + batch_size]
                     ids, values = _score_batch(disc, cache, batch, prompts, unreadable)
@@ -987,40 +988,3 @@ def _score_batch(
         raise HadisError(f"Discriminator {disc.scorer_id} returned a non-finite confidence.")
     unreadable.extend((f.path, f.error or "") for f in files if f.error is not None)
     return [batch[i].image_id for i in ok], values
-
-
-class _Progress:
-    """Rich progress bar yielding ``advance(n)``; a no-op without a console."""
-
-    def __init__(self, console: Any, description: str, total: int) -> None:
-        self.console, self.description, self.total = console, description, total
-        self._p: Any = None
-
-    def __enter__(self) -> Any:
-        if self.console is None or self.total == 0:
-            return lambda n=1: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._p = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self._p.__enter__()
-        task = self._p.add_task(self.description, total=self.total)
-        return lambda n=1: self._p.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)

@@ -19,6 +19,7 @@ from hadis_profile.cli import app  # noqa: E402
 from hadis_profile.errors import HadisError, UsageError  # noqa: E402
 from hadis_profile.measure import profiler as P  # noqa: E402
 from hadis_profile.measure import shard as S  # noqa: E402
+from hadis_profile.progress import ProgressBoard  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 
 MODELS = ["tiny-sd1-light", "tiny-sd1-heavy"]
@@ -178,7 +179,7 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_completes(
     def interrupt(self, task, n=1):  # the parent's first progress tick: a unit is committed
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(P._Progress, "advance", interrupt)
+    monkeypatch.setattr(ProgressBoard, "advance", interrupt)
     out = tmp_path / "run"
     res = _cli(out, prompts_file, "--devices", "cpu,cpu")
     assert res.exit_code == 130  # Typer's answer to KeyboardInterrupt

@@ -43,6 +43,7 @@ import numpy as np
 from hadis_profile.errors import HadisError, UsageError
 from hadis_profile.measure.generate import DEFAULT_IMAGES_PER_PROMPT, SEED_FORMAT
 from hadis_profile.measure.latency import DEFAULT_BATCH_SIZES
+from hadis_profile.progress import ProgressBoard
 
 #: Prompt used for the latency sweep (prompt content barely matters: text is padded).
 LATENCY_PROMPT = "a photograph of an astronaut riding a horse"
@@ -329,53 +330,6 @@ def _reference_stats(opts: RunOptions, tools: QualityTools) -> dict[str, tuple]:
 # --------------------------------------------------------------------------- the run
 
 
-class _Progress:
-    """Rich progress with ETA per (model, phase); a no-op without a console."""
-
-    def __init__(self, console: Any | None) -> None:
-        self.console = console
-        self._p = None
-
-    def __enter__(self) -> _Progress:
-        if self.console is not None:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._p = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=False,
-            )
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def task(self, description: str, total: int) -> int | None:
-        return None if self._p is None else self._p.add_task(description, total=total)
-
-    def advance(self, task: int | None, n: int = 1) -> None:
-        if self._p is not None and task is not None:
-            self._p.advance(task, n)
-
-    def log(self, text: str) -> None:
-        if self._p is not None:
-            self._p.console.print(text, highlight=False, soft_wrap=True)
-
-
 def _latency_todo(store: Any, model: str, label: str, sizes: Sequence[int]) -> tuple[list, int]:
     """Batch sizes still to measure, and how many are done (an OOM ends the list)."""
     todo, done = [], 0
@@ -524,7 +478,7 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
                 store, zoo, opts, label, infos, base_dir, prompts, report, console
             )
         else:
-            with _Progress(console) as progress:
+            with ProgressBoard(console) as progress:
                 for spec in zoo:
                     report.models.append(
                         _profile_model(
@@ -582,7 +536,7 @@ def _profile_model(
     base_dir: Path,
     prompts: list[str],
     report: RunReport,
-    progress: Any,  # _Progress, or a --devices worker's queue-backed stand-in
+    progress: Any,  # ProgressBoard, or a --devices worker's queue-backed stand-in
     *,
     register: bool = True,
 ) -> ModelReport:

@@ -53,10 +53,10 @@ from hadis_profile.measure.profiler import (
     _cpu_name,
     _latency_todo,
     _profile_model,
-    _Progress,
     _stored_latency,
     detect_device,
 )
+from hadis_profile.progress import ProgressBoard
 
 #: Seconds a stopped worker gets to unwind its transaction before it is killed.
 STOP_GRACE_S = 20.0
@@ -243,7 +243,7 @@ def profile_sharded(
                 proc = ctx.Process(target=_worker, args=args, name=f"hadis-worker-{w}", daemon=True)
                 proc.start()
                 procs[w] = proc
-            with _Progress(console) as progress:
+            with ProgressBoard(console) as progress:
                 _supervise(procs, infos, q, progress, report, results)
             finished = True
         finally:
@@ -291,7 +291,7 @@ def _supervise(
     procs: dict[int, Any],
     infos: Sequence[DeviceInfo],
     q: Any,
-    progress: _Progress,
+    progress: ProgressBoard,
     report: RunReport,
     results: dict[str, tuple[float | None, list[str]]],
 ) -> None:
@@ -378,7 +378,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 class _QueueProgress:
-    """The worker's stand-in for :class:`_Progress`: the parent draws the bars."""
+    """The worker's stand-in for a ``ProgressBoard``: the parent draws the bars."""
 
     def __init__(self, q: Any, worker: int) -> None:
         self.q, self.worker, self._n = q, worker, 0
