@@ -53,6 +53,11 @@ def _opts(tmp_path, prompts_file, **kw):
     return P.RunOptions(**{**base, **kw})
 
 
+def report_disc_id(store: RunStore) -> str:
+    (scorer,) = store.confidence_scorers()
+    return scorer
+
+
 def test_full_run_fills_the_store_and_compiles(tmp_path, prompts_file):
     from hadis_profile.pareto import compile_table
 
@@ -70,6 +75,10 @@ def test_full_run_fills_the_store_and_compiles(tmp_path, prompts_file):
         prov = store.provenance
         assert prov["seeds"]["images_per_prompt"] == 2 and prov["zoo_hash"]
         assert set(prov["stages"]) == set(MODELS)
+        # Every scorer and the discriminator have a measured per-image cost.
+        overhead = prov["scorer_overhead_s_per_image"]
+        assert set(overhead) == {f"clip_score:{tz.clip_path}", report_disc_id(store)}
+        assert all(0 < v < 10 for v in overhead.values())
         for name in MODELS:
             lat = store.latency(name, "cpu")
             assert sorted(lat) == [1, 2] and all(s.reps == 2 for s in lat.values())
@@ -89,6 +98,7 @@ def test_full_run_fills_the_store_and_compiles(tmp_path, prompts_file):
     assert meas.ordered_models() == MODELS  # 2 steps is cheaper than 16 CFG steps
     doc = compile_table(meas)
     assert doc["payload"]["rows"]
+    assert doc["payload"]["provenance"]["run"]["scorer_overhead_s_per_image"] == overhead
     assert report.models[0].mean_scores and report.models[0].mean_confidence is not None
 
 

@@ -114,6 +114,9 @@ class RunReport:
     units_skipped: int = 0
     dry_run: bool = False
     notes: list[str] = field(default_factory=list)
+    #: scorer id -> [seconds, images]: the per-image cost of each scorer and of the
+    #: discriminator, which a serving plan pays on top of generation.
+    scorer_time: dict[str, list[float]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- hardware
@@ -521,9 +524,15 @@ def _router(store: Any, prompts: list[str], report: RunReport, console: Any | No
 
 
 def _record_overheads(store: Any, report: RunReport) -> None:
+    """Model load times and per-image scorer costs, kept in the run's provenance
+    (``pareto`` carries them into the table) for plans that budget for them."""
     loads = {m.name: round(m.load_s, 3) for m in report.models if m.load_s is not None}
     if loads:
         store.update_provenance({"load_s": {**store.provenance.get("load_s", {}), **loads}})
+    per_image = {k: t / n for k, (t, n) in report.scorer_time.items() if n}
+    if per_image:
+        known = store.provenance.get("scorer_overhead_s_per_image", {})
+        store.update_provenance({"scorer_overhead_s_per_image": {**known, **per_image}})
 
 
 def _profile_model(
@@ -642,8 +651,14 @@ def _quality_phase(store, lp, todo_ids, prompts, opts, tools, report, progress) 
     )
     for unit in stream:
         texts = [unit.prompt] * len(unit.images)
-        scores = {s.metric_id: s.score(unit.images, texts) for s in tools.scorers}
-        conf = tools.discriminator.confidence(unit.images, texts) if tools.discriminator else None
+        scores = {}
+        for s in tools.scorers:
+            with _timed(report, s.metric_id, len(unit.images)):
+                scores[s.metric_id] = s.score(unit.images, texts)
+        conf = None
+        if tools.discriminator:
+            with _timed(report, tools.discriminator.scorer_id, len(unit.images)):
+                conf = tools.discriminator.confidence(unit.images, texts)
         feats = {e.extractor_id: e.features(unit.images) for e in tools.extractors}
         paths: list[str | None] = [None] * len(unit.images)
         if opts.save_images:
@@ -662,6 +677,17 @@ def _quality_phase(store, lp, todo_ids, prompts, opts, tools, report, progress) 
                     store.put_feature_vector(iid, ext_id, f[j])
         report.units_done += 1
         progress.advance(task)
+
+
+@contextlib.contextmanager
+def _timed(report: RunReport, scorer_id: str, n_images: int):
+    """Add one scorer call's wall time to ``report.scorer_time`` (results come back as
+    numpy, so the device has finished by then)."""
+    t0 = time.perf_counter()
+    yield
+    acc = report.scorer_time.setdefault(scorer_id, [0.0, 0])
+    acc[0] += time.perf_counter() - t0
+    acc[1] += n_images
 
 
 def _fill_means(store: Any, report: RunReport, label: str, scorer: str | None) -> None:
