@@ -27,6 +27,20 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
+# Options several commands share, declared once so their flags and help agree.
+OnlineOption = Annotated[
+    bool, typer.Option("--online", help="Allow Hub downloads (default: offline).")
+]
+CacheDirOption = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder.")
+]
+FeatureCacheOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--feature-cache", help="Feature cache folder (default RUN/discriminator/features)."
+    ),
+]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -942,12 +956,8 @@ def run_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be measured; run nothing.")
     ] = False,
-    online: Annotated[
-        bool, typer.Option("--online", help="Allow Hub downloads (default: offline).")
-    ] = False,
-    cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder.")
-    ] = None,
+    online: OnlineOption = False,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Profile the zoo: latency per batch size, then K seeded images per prompt, scored.
 
@@ -1198,18 +1208,9 @@ def discriminator_train_cmd(
         typer.Option("--out", "-o", help="Head file (default RUN/discriminator/head.safetensors)."),
     ] = None,
     device: Annotated[str, typer.Option(help="Encoder device: auto, cpu, cuda, cuda:N.")] = "auto",
-    feature_cache: Annotated[
-        Path | None,
-        typer.Option(
-            "--feature-cache", help="Feature cache folder (default RUN/discriminator/features)."
-        ),
-    ] = None,
-    online: Annotated[
-        bool, typer.Option("--online", help="Allow Hub downloads (default: offline).")
-    ] = False,
-    cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder.")
-    ] = None,
+    feature_cache: FeatureCacheOption = None,
+    online: OnlineOption = False,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Train the head (frozen CLIP encoder + MLP) on real vs the run's generated images."""
     from rich.markup import escape
@@ -1273,18 +1274,9 @@ def discriminator_score_cmd(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    feature_cache: Annotated[
-        Path | None,
-        typer.Option(
-            "--feature-cache", help="Feature cache folder (default RUN/discriminator/features)."
-        ),
-    ] = None,
-    online: Annotated[
-        bool, typer.Option("--online", help="Allow Hub downloads (default: offline).")
-    ] = False,
-    cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Hugging Face cache folder.")
-    ] = None,
+    feature_cache: FeatureCacheOption = None,
+    online: OnlineOption = False,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Write one confidence per saved image into the run (resumable), for `pareto`.
 
