@@ -956,6 +956,13 @@ def run_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be measured; run nothing.")
     ] = False,
+    no_probe: Annotated[
+        bool,
+        typer.Option(
+            "--no-probe",
+            help="With --dry-run: estimate GPU time only from stored latencies; load no model.",
+        ),
+    ] = False,
     online: OnlineOption = False,
     cache_dir: CacheDirOption = None,
 ) -> None:
@@ -999,6 +1006,7 @@ def run_cmd(
         router=not no_router,
         fresh=fresh,
         dry_run=dry_run,
+        probe=not no_probe,
         online=online,
         cache_dir=cache_dir,
     )

@@ -267,3 +267,102 @@ def test_missing_model_fails_before_anything_runs(tmp_path, prompts_file):
     with pytest.raises(HadisError, match="huggingface-cli download org-x/not-cached"):
         P.run_profile(opts)
     assert not (tmp_path / "run").exists()
+
+
+def _render(report) -> str:
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    P.render_report(report, console)
+    return console.export_text()
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _no_loading(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("load_pipeline must not be called")
+
+    monkeypatch.setattr("hadis_profile.measure.pipelines.load_pipeline", boom)
+
+
+def test_dry_run_estimates_gpu_time_from_a_probe(tmp_path, prompts_file, monkeypatch):
+    from hadis_profile.measure import latency as L
+
+    real, calls = L.measure_point, []
+
+    def spy(fn, batch_size, **kw):
+        calls.append((batch_size, kw["warmup"], kw["reps"]))
+        return real(fn, batch_size, **kw)
+
+    monkeypatch.setattr(L, "measure_point", spy)
+    opts = _opts(tmp_path, prompts_file, dry_run=True, warmup=1, reps=3)
+    report = P.run_profile(opts)
+    assert not opts.out.exists()
+    assert calls == [(1, 1, 2)] * len(MODELS)  # one warm-up + 2 timed batch-1 calls each
+    for m in report.models:
+        assert m.per_image_source == "probe" and m.per_image_s > 0 and m.load_s > 0
+        images_left = len(PROMPTS) * opts.images_per_prompt
+        sweep = sum((opts.warmup + opts.reps) * b for b in opts.batch_sizes) * m.per_image_s
+        expected = images_left * m.per_image_s + sweep + m.load_s
+        assert m.estimate_s == pytest.approx(expected, rel=1e-9)
+    assert report.estimate_s == pytest.approx(sum(m.estimate_s for m in report.models))
+    text = _render(report)
+    assert "probe s/img" in text and "est. hours" in text
+    assert f"Estimated GPU time: {report.estimate_s / 3600:.3g} h" in text
+    assert f"upper bound at batch size 1; from a probe on {report.device_name})" in text
+
+
+def test_dry_run_uses_a_stored_batch1_latency_instead_of_probing(
+    tmp_path, prompts_file, monkeypatch
+):
+    name = MODELS[0]
+    P.run_profile(
+        _opts(tmp_path, prompts_file, models=[name], quality=False, batch_sizes=(1,), router=False)
+    )
+    with RunStore.open(tmp_path / "run") as store:
+        b1 = store.latency(name, "cpu")[1].p50_s
+    before = _snapshot(tmp_path / "run")
+    _no_loading(monkeypatch)
+    opts = _opts(tmp_path, prompts_file, models=[name], dry_run=True, warmup=1, reps=3)
+    report = P.run_profile(opts)
+    (m,) = report.models
+    assert m.per_image_source == "stored" and m.per_image_s == b1 and m.load_s is None
+    assert list(m.latency) == [2]  # batch 1 is done
+    expected = len(PROMPTS) * 2 * b1 + (1 + 3) * 2 * b1
+    assert m.estimate_s == pytest.approx(expected, rel=1e-9)
+    assert _snapshot(tmp_path / "run") == before  # nothing written
+    text = _render(report)
+    assert "(stored)" in text and "from stored batch-1 latencies under label 'cpu'" in text
+
+
+def test_dry_run_no_probe_gives_no_estimate_for_unmeasured_models(
+    tmp_path, prompts_file, monkeypatch
+):
+    _no_loading(monkeypatch)
+    report = P.run_profile(_opts(tmp_path, prompts_file, dry_run=True, probe=False))
+    assert [(m.per_image_s, m.estimate_s) for m in report.models] == [(None, None)] * 2
+    assert report.estimate_s is None and not (tmp_path / "run").exists()
+    tz = tiny_zoo()
+    res = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--zoo",
+            str(tz.zoo_path),
+            "--prompts",
+            str(prompts_file),
+            "--out",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+            "-m",
+            MODELS[0],
+            "--dry-run",
+            "--no-probe",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "Estimated GPU time: unknown" in res.output and not (tmp_path / "r").exists()

@@ -81,6 +81,9 @@ class RunOptions:
     router: bool = True
     fresh: bool = False
     dry_run: bool = False
+    #: ``--dry-run`` only: time batch 1 of each model the store has no latency for
+    #: (``--no-probe``: estimate only from stored latencies).
+    probe: bool = True
     online: bool = False
     cache_dir: Path | None = None
     threads: int | None = None  # torch intra-op threads (CPU runs); None leaves torch's default
@@ -99,6 +102,11 @@ class ModelReport:
     mean_confidence: float | None = None
     load_s: float | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Dry run: seconds per image at batch 1, from the store ("stored") or a probe
+    #: ("probe"); None when neither was available. See :func:`estimate_seconds`.
+    per_image_s: float | None = None
+    per_image_source: str | None = None
+    estimate_s: float | None = None
 
 
 @dataclass
@@ -117,6 +125,12 @@ class RunReport:
     #: scorer id -> [seconds, images]: the per-image cost of each scorer and of the
     #: discriminator, which a serving plan pays on top of generation.
     scorer_time: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def estimate_s(self) -> float | None:
+        """Dry run: the sum of the per-model estimates (None when no model has one)."""
+        parts = [m.estimate_s for m in self.models if m.estimate_s is not None]
+        return sum(parts) if parts else None
 
 
 # --------------------------------------------------------------------------- hardware
@@ -709,8 +723,74 @@ def _fill_means(store: Any, report: RunReport, label: str, scorer: str | None) -
 # --------------------------------------------------------------------------- dry run
 
 
+def estimate_seconds(
+    per_image_s: float,
+    *,
+    images_left: int,
+    batch_sizes_left: Sequence[int],
+    warmup: int,
+    reps: int,
+    stage_calls: int = 0,
+    load_s: float = 0.0,
+) -> float:
+    """Device seconds the rest of one model's run should take at most.
+
+    With ``t`` the per-image seconds at batch 1 (a stored batch-1 p50, or the
+    median of a probe's 2 timed calls)::
+
+        generation = images_left * t            # images_left = prompts left x K
+        sweep      = sum(b in batch_sizes_left) (warmup + reps) * b * t
+        stages     = stage_calls * t            # --stages: 1 warm-up + min(reps, 3)
+        estimate   = generation + sweep + stages + load_s
+
+    Both terms charge every image at the batch-1 rate, so the result is an
+    upper bound: a batched call costs at most ``b`` single calls (usually much
+    less), and ``--time-budget`` only lowers ``reps``. ``load_s`` is the
+    probe's own model-load time when one ran (the real run loads the model
+    again). Scoring, FID features and the router are not included.
+    """
+    sweep = sum((warmup + reps) * int(b) for b in batch_sizes_left)
+    return (images_left + sweep + stage_calls) * per_image_s + load_s
+
+
+def _probe(spec, opts, info, base_dir, console) -> tuple[float | None, float | None, list[str]]:
+    """(seconds per image at batch 1, load seconds, notes) from loading ``spec`` on the
+    run's device and timing 1 warm-up + 2 batch-1 calls; the model is freed after."""
+    from hadis_profile.measure.latency import free_memory, is_oom, measure_point, pipeline_runner
+    from hadis_profile.measure.pipelines import load_pipeline
+
+    if console is not None:
+        console.print(f"probing {spec.name} on {info.device} ...", highlight=False)
+    lp = runner = None
+    try:
+        lp = load_pipeline(
+            spec,
+            device=info.device,
+            cache_dir=opts.cache_dir,
+            online=opts.online,
+            base_dir=base_dir,
+        )
+        load_s, notes = lp.load_s, [f"{spec.name}: {n}" for n in lp.notes]
+        runner = pipeline_runner(lp.pipe, lp.call_kwargs(), LATENCY_PROMPT, seed=opts.seed)
+        point = measure_point(runner, 1, warmup=1, reps=2, device=info.device)
+    except Exception as e:
+        if not (isinstance(e, HadisError) or is_oom(e)):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return None, None, [f"{spec.name}: probe failed, no estimate ({first})"]
+    finally:
+        del lp, runner
+        free_memory(info.device)
+    if point.infeasible:
+        notes.append(f"{spec.name}: probe ran out of memory at batch 1 ({point.error})")
+        return None, load_s, notes
+    return point.stats.p50_s, load_s, notes
+
+
 def _dry_run(opts, zoo, prompts, info, label, base_dir, console) -> RunReport:
-    """What a run would do: per model, latency points and prompts left; nothing is written."""
+    """What a run would do: per model, latency points and prompts left, and an
+    estimate of its device time (:func:`estimate_seconds`) from a stored batch-1
+    latency or, failing that, a quick probe (``opts.probe``). Nothing is written."""
     from hadis_profile.measure.pipelines import preflight
     from hadis_profile.store import DB_NAME, RunStore
 
@@ -725,9 +805,11 @@ def _dry_run(opts, zoo, prompts, info, label, base_dir, console) -> RunReport:
                 store is not None
                 and store.models().get(spec.name, {}).get("spec_hash") == spec.spec_hash()
             )
+            b1 = None
             if unchanged:
                 todo, done = _latency_todo(store, spec.name, label, opts.batch_sizes)
                 m.prompts_done = len(store.done_prompts(spec.name, opts.images_per_prompt))
+                b1 = _stored_latency(store, spec.name, label).get(1)
             else:
                 todo, done = sorted(set(opts.batch_sizes)), 0
             m.latency = {b: None for b in todo} if opts.latency else {}
@@ -738,6 +820,30 @@ def _dry_run(opts, zoo, prompts, info, label, base_dir, console) -> RunReport:
             )
             if problem:
                 m.warnings.append(problem)
+            images_left = max(m.prompts_total - m.prompts_done, 0) * opts.images_per_prompt
+            stage_calls = 1 + max(1, min(opts.reps, 3)) if opts.stages else 0
+            work_left = bool(images_left or m.latency or stage_calls)
+            load_s = 0.0
+            if b1 is not None and not b1.infeasible:
+                m.per_image_s, m.per_image_source = b1.p50_s, "stored"
+            elif work_left and opts.probe and not problem:
+                per_image, m.load_s, notes = _probe(spec, opts, info, base_dir, console)
+                report.notes.extend(notes)
+                if per_image is not None:
+                    m.per_image_s, m.per_image_source = per_image, "probe"
+                    load_s = m.load_s or 0.0
+            if m.per_image_s is not None:
+                m.estimate_s = estimate_seconds(
+                    m.per_image_s,
+                    images_left=images_left,
+                    batch_sizes_left=list(m.latency),
+                    warmup=opts.warmup,
+                    reps=opts.reps,
+                    stage_calls=stage_calls,
+                    load_s=load_s,
+                )
+            elif not work_left:
+                m.estimate_s = 0.0
             report.units_skipped += done + (m.prompts_done if opts.quality else 0)
             report.units_done += len(m.latency) + max(m.prompts_total - m.prompts_done, 0)
             report.models.append(m)
@@ -758,6 +864,38 @@ def _ms(seconds: float) -> str:
     return f"{ms:.0f}" if ms >= 100 else f"{ms:.3g}"
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.3g}"
+
+
+def _secs(seconds: float) -> str:
+    return f"{seconds:.0f}" if seconds >= 100 else f"{seconds:.3g}"
+
+
+def _estimate_line(report: RunReport) -> str:
+    """The dry run's footer: total estimated device time and where it comes from."""
+    total = report.estimate_s
+    sources = {m.per_image_source for m in report.models if m.per_image_source}
+    missing = sum(1 for m in report.models if m.estimate_s is None)
+    if total is None:
+        return "Estimated GPU time: unknown (no model has a stored batch-1 latency or a probe)"
+    if not sources:
+        return "Estimated GPU time: 0 h (nothing left to measure)"
+    if "probe" in sources:
+        origin = f"from a probe on {report.device_name}"
+        if "stored" in sources:
+            origin += " and stored batch-1 latencies"
+    else:
+        origin = f"from stored batch-1 latencies under label '{report.hardware_label}'"
+    line = (
+        f"Estimated GPU time: {_hours(total)} h ({_secs(total)} s; upper bound at batch size 1; "
+        f"{origin})"
+    )
+    if missing:
+        line += f"; {missing} model{'s' if missing > 1 else ''} without an estimate (-) not counted"
+    return line
+
+
 def render_report(report: RunReport, console: Any) -> None:
     """The summary table after a run (or the plan of a dry run)."""
     from rich import box
@@ -775,20 +913,33 @@ def render_report(report: RunReport, console: Any) -> None:
         t.add_column("steps", justify="right")
         t.add_column("batch sizes to time")
         t.add_column("prompts to generate", justify="right")
+        t.add_column("probe s/img", justify="right")
+        t.add_column("est. hours", justify="right")
         t.add_column("checkpoint")
         for m in report.models:
+            per_image = est = "-"
+            if m.per_image_s is not None:
+                stored = " (stored)" if m.per_image_source == "stored" else ""
+                per_image = f"{m.per_image_s:.3g}{stored}"
+            if m.estimate_s is not None:
+                est = f"{_hours(m.estimate_s)} ({_secs(m.estimate_s)} s)"
             t.add_row(
                 escape(m.name),
                 str(m.steps),
                 ",".join(map(str, m.latency)) or "-",
                 f"{m.prompts_total - m.prompts_done}/{m.prompts_total}",
+                per_image,
+                est,
                 "[red]" + escape(m.warnings[0]) + "[/]" if m.warnings else "[green]ok[/]",
             )
         console.print(t)
+        for note in report.notes:
+            console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
         console.print(
             f"{report.units_done} units to measure, {report.units_skipped} already done.",
             highlight=False,
         )
+        console.print(_estimate_line(report), highlight=False, soft_wrap=True)
         return
     metrics = sorted({k for m in report.models for k in m.mean_scores})
     t = Table(
