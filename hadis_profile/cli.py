@@ -813,6 +813,14 @@ def resolve_cmd(
             "--queue-delay", help="Queueing delay per stage in seconds (default: one batch)."
         ),
     ] = None,
+    overhead: Annotated[
+        float | None,
+        typer.Option(
+            "--overhead",
+            help="Routing overhead in seconds per query on every cascade path, replacing "
+            "the router and discriminator costs the table records.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print Plan.to_dict() as JSON.")] = False,
 ) -> None:
     """Pick the best cascade, batch sizes and GPU split for a load, SLO and GPU budget.
@@ -832,6 +840,7 @@ def resolve_cmd(
         headroom=headroom,
         batch_sizes=_batch_sizes(batch_sizes),
         queue_delay_s=queue_delay,
+        overhead_s=overhead,
     )
     from hadis_profile.report import plan_panel
 

@@ -20,6 +20,15 @@ HADIS's allocation MILP exactly, without a MILP solver:
   (``fractions.light > 0``: light stage; ``direct > 0``: heavy stage;
   ``escalated > 0``: light + heavy stages) and must be ``<= slo_s`` (1 ns slack).
   Fractions at or below ``1e-12`` count as zero (float residue of ``1 - x - y``).
+* **Routing overheads** are constants added to a path's latency. The router's
+  ``o_r`` (``table.router.overhead_s_per_query``, else that key of
+  ``provenance.router``; 0 when absent) is paid on every path of a cascade row
+  with ``r > 0`` (it runs before any generation); the discriminator's ``o_d``
+  (``provenance.run.scorer_overhead_s_per_image[provenance.discriminator.scorer_id]``,
+  0 when absent) on the light-only and escalated paths of a cascade row with
+  ``d > 0``. Single-model rows pay neither. ``resolve(..., overhead_s=x)`` replaces
+  both with ``x`` seconds on every path of every cascade row. ``Plan.overhead_s``
+  reports what was used; ``worst_case_latency_s`` includes it.
 * **Objective**, lexicographic: best quality on the table's quality metric
   (direction from :mod:`hadis_profile.metrics`; rows without a value rank last),
   then fewest GPUs, then lowest worst-case latency, then lowest row index, then
@@ -35,7 +44,9 @@ is monotone, the fewest heavy GPUs over that prefix is ``ceil(kp * m)`` of a
 running minimum ``m`` of the per-GPU cost precomputed at compile time. The
 winning level is then resolved exactly over all ``rows x (b_light, b_heavy)``
 pairs. What depends only on (batch restriction, queue delay, SLO) is cached too,
-so repeated SLOs cost nothing extra. Caches only ever hold complete arrays that
+so repeated SLOs cost nothing extra. The overheads are folded into per-pattern path
+constants at compile time (an ``overhead_s`` override gets its own cached copy of the
+pattern arrays, keyed by its value). Caches only ever hold complete arrays that
 are never written after creation, so concurrent calls from threads are safe.
 
 If no plan meets the request, the returned plan is infeasible, says why in one
@@ -53,7 +64,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
 
@@ -88,6 +99,7 @@ _DOC_CACHE: dict[int, tuple[dict, _Compiled]] = {}
 _DOC_CACHE_MAX = 16
 _DERIVED_MAX = 32
 _CALLS_MAX = 256
+_VARIANTS_MAX = 16
 
 
 # --------------------------------------------------------------------------- plan
@@ -128,7 +140,10 @@ class Plan:
     ``row`` indexes ``table.rows``. ``qps`` is the load the plan is sized for (the
     request, or for a fallback the highest sustainable load). ``slo_s`` is the SLO
     it honours (``None`` when a fallback dropped it). ``relaxed`` names request
-    fields a fallback ignores.
+    fields a fallback ignores. ``overhead_s`` holds the routing overheads in force:
+    ``router`` (s/query) and ``discriminator`` (s/image) read from the table, or
+    ``override``, the ``overhead_s`` argument (the other two are then ``None``);
+    ``worst_case_latency_s`` includes what the chosen row pays of them.
     """
 
     feasible: bool
@@ -155,6 +170,7 @@ class Plan:
     relaxed: tuple[str, ...] = ()
     fallback: Plan | None = None
     table_sha256: str | None = None
+    overhead_s: dict[str, float | None] | None = field(default=None, hash=False)
 
     @property
     def pair(self) -> tuple[str | None, str | None]:
@@ -193,6 +209,7 @@ class Plan:
             "relaxed": list(self.relaxed),
             "fallback": self.fallback.to_dict() if self.fallback is not None else None,
             "table_sha256": self.table_sha256,
+            "overhead_s": dict(self.overhead_s) if self.overhead_s is not None else None,
         }
 
 
@@ -249,15 +266,21 @@ class _Compiled:
     fl: np.ndarray  # [N]
     fh: np.ndarray  # [N]
     flags: np.ndarray  # [N, 3] bool: light path, direct path, escalated path
-    pat_idx: np.ndarray  # [N] latency pattern = (lsel, hsel, flags)
+    ocls: np.ndarray  # [N] overhead class: 0 single, else 1 + (r > 0) + 2 (d > 0)
+    overhead_s: dict[str, float | None]  # the overheads in force (Plan.overhead_s)
+    pat_idx: np.ndarray  # [N] latency pattern = (lsel, hsel, flags, path constants)
     pat_l_flat: np.ndarray  # [U, K] flat index of the pattern's light stage latencies
     pat_h_flat: np.ndarray  # [U, K] same for the heavy stage
     pat_light: np.ndarray  # [U] bool
-    pat_direct_off: np.ndarray  # [U, 1] 0 with a direct path, else inf
-    pat_light_off: np.ndarray  # [U, 1] 0 with a light-only path, else inf
+    pat_direct: np.ndarray  # [U] bool
+    pat_direct_off: np.ndarray  # [U, 1] -overhead with a direct path, else inf
+    pat_light_off: np.ndarray  # [U, 1] -overhead with a light-only path, else inf
+    pat_esc_off: np.ndarray  # [U, 1] -overhead of the escalated path
+    pat_add: tuple[np.ndarray, np.ndarray, np.ndarray]  # path overheads, [U, 1], [U, 1], [U, 1, 1]
     pat_no_esc: np.ndarray  # [U, K] bool: no escalated path
     bounds: tuple[int, ...]  # block boundaries in sorted positions
     derived: dict[tuple[int, ...] | None, _Derived] = field(default_factory=dict)
+    variants: dict[float, _Compiled] = field(default_factory=dict)  # per overhead_s override
 
     @property
     def n(self) -> int:
@@ -337,6 +360,7 @@ def _compile(doc: dict) -> _Compiled:
     fl = np.empty(n)
     fh = np.empty(n)
     flags = np.zeros((n, 3), dtype=bool)
+    ocls = np.zeros(n, dtype=np.int64)
     qkey = np.zeros(n)
     missing = np.zeros(n, dtype=bool)
     for i, row in enumerate(rows):
@@ -366,6 +390,9 @@ def _compile(doc: dict) -> _Compiled:
         hsel[i] = index[row["heavy"]] if f_h > 0 else m
         fl[i], fh[i] = f_l, f_h
         flags[i] = (p_light, p_direct, p_esc)
+        if cascade:
+            r_pos = _num(row["r"], f"row {i} r") > 0
+            ocls[i] = 1 + r_pos + 2 * (_num(row["d"], f"row {i} d") > 0)
         q = (row.get("quality") or {}).get(metric)
         if isinstance(q, numbers.Real) and not isinstance(q, bool) and math.isfinite(q):
             qkey[i] = -float(q) if hib else float(q)
@@ -380,9 +407,8 @@ def _compile(doc: dict) -> _Compiled:
     level_end = np.append(starts[1:], n)[np.cumsum(new_level) - 1]
 
     lsel, hsel, fl, fh, flags = lsel[order], hsel[order], fl[order], fh[order], flags[order]
-    pat_keys = (lsel * (m + 1) + hsel) * 8 + flags @ np.array([1, 2, 4])
-    uniq, pat_idx = np.unique(pat_keys, return_inverse=True)
-    bits = uniq % 8
+    ocls = ocls[order]
+    o_r, o_d = _table_overheads(payload)
     first = int(level_end[min(_FIRST_BLOCK, n) - 1])
     return _Compiled(
         document=doc,
@@ -398,15 +424,90 @@ def _compile(doc: dict) -> _Compiled:
         fl=fl,
         fh=fh,
         flags=flags,
+        ocls=ocls,
+        overhead_s={"router": o_r, "discriminator": o_d, "override": None},
+        bounds=(0, first, n) if first < n else (0, n),
+        **_patterns(lsel, hsel, flags, ocls, _class_overheads(o_r, o_d, None), m, k),
+    )
+
+
+def _table_overheads(payload: dict) -> tuple[float, float]:
+    """(router s/query, discriminator s/image) recorded in the table; 0 when absent.
+
+    The router's is ``payload.router.overhead_s_per_query``, else the same key of the
+    full spec in ``provenance.router`` (``pareto`` keeps only the scoring weights in
+    ``payload.router``); the discriminator's is
+    ``provenance.run.scorer_overhead_s_per_image[provenance.discriminator.scorer_id]``.
+    """
+    prov = payload["provenance"]
+    o_r = None
+    for spec in (payload.get("router"), prov.get("router")):
+        if isinstance(spec, dict) and spec.get("overhead_s_per_query") is not None:
+            o_r = _num(spec["overhead_s_per_query"], "router overhead_s_per_query")
+            break
+    o_d = None
+    disc, run = prov.get("discriminator"), prov.get("run")
+    if isinstance(disc, dict) and isinstance(run, dict):
+        per_image, sid = run.get("scorer_overhead_s_per_image"), disc.get("scorer_id")
+        if isinstance(per_image, dict) and isinstance(sid, str) and per_image.get(sid) is not None:
+            o_d = _num(per_image[sid], f"scorer_overhead_s_per_image of '{sid}'")
+    for v, what in ((o_r, "router overhead_s_per_query"), (o_d, "discriminator overhead")):
+        if v is not None and v < 0:
+            raise HadisError(f"The table's {what} is {v:g}, expected a number >= 0.")
+    return o_r or 0.0, o_d or 0.0
+
+
+def _class_overheads(o_r: float, o_d: float, override: float | None) -> np.ndarray:
+    """[5, 3] overhead (light-only, direct, escalated path) of each overhead class."""
+    if override is not None:
+        return np.array([[0.0] * 3] + [[override] * 3] * 4)
+    o_rd = o_r + o_d
+    return np.array([[0.0] * 3, [0.0] * 3, [o_r] * 3, [o_d, 0.0, o_d], [o_rd, o_r, o_rd]])
+
+
+def _patterns(lsel, hsel, flags, ocls, const: np.ndarray, m: int, k: int) -> dict[str, Any]:
+    """Latency patterns: rows with the same models, paths and path overheads share one."""
+    uconst, inv = np.unique(const, axis=0, return_inverse=True)
+    ne = len(uconst)
+    pat_keys = ((lsel * (m + 1) + hsel) * 8 + flags @ np.array([1, 2, 4])) * ne
+    pat_keys += inv.reshape(-1)[ocls]
+    uniq, pat_idx = np.unique(pat_keys, return_inverse=True)
+    a_l, a_d, a_e = uconst[uniq % ne].T
+    uniq = uniq // ne
+    bits = uniq % 8
+    light, direct = (bits & 1) > 0, (bits & 2) > 0
+    return dict(
         pat_idx=pat_idx.reshape(-1).astype(np.int64),
         pat_l_flat=(uniq // (8 * (m + 1)))[:, None] * k + np.arange(k),
         pat_h_flat=((uniq // 8) % (m + 1))[:, None] * k + np.arange(k),
-        pat_light=(bits & 1) > 0,
-        pat_direct_off=np.where((bits & 2) > 0, 0.0, np.inf)[:, None],
-        pat_light_off=np.where((bits & 1) > 0, 0.0, np.inf)[:, None],
+        pat_light=light,
+        pat_direct=direct,
+        pat_direct_off=np.where(direct, -a_d, np.inf)[:, None],
+        pat_light_off=np.where(light, -a_l, np.inf)[:, None],
+        pat_esc_off=-a_e[:, None],
+        pat_add=(a_l[:, None], a_d[:, None], a_e[:, None, None]),
         pat_no_esc=np.repeat(((bits & 4) == 0)[:, None], k, axis=1),
-        bounds=(0, first, n) if first < n else (0, n),
     )
+
+
+def _with_override(c: _Compiled, overhead_s: float) -> _Compiled:
+    """``c`` with one per-query overhead on every path of cascade rows (cached per value)."""
+    v = c.variants.get(overhead_s)
+    if v is not None:
+        return v
+    m, k = len(c.models), len(c.batch)
+    pats = _patterns(c.lsel, c.hsel, c.flags, c.ocls, _class_overheads(0, 0, overhead_s), m, k)
+    v = replace(
+        c,
+        overhead_s={"router": None, "discriminator": None, "override": overhead_s},
+        derived={},
+        variants={},
+        **pats,
+    )
+    if len(c.variants) >= _VARIANTS_MAX:
+        c.variants.clear()
+    c.variants[overhead_s] = v
+    return v
 
 
 def _block(c: _Compiled, cl: np.ndarray, pm: np.ndarray, a: int, b: int, slot: int) -> _Block:
@@ -503,7 +604,7 @@ def _prepare(c: _Compiled, d: _Derived, queue_delay_s: float | None, t: float) -
     s = s.ravel()
     sl = s[c.pat_l_flat]
     sh = s[c.pat_h_flat]
-    lim = t - sl  # the latest heavy stage that may follow each light batch size
+    lim = (t + c.pat_esc_off) - sl  # the latest heavy stage that may follow each light one
     lim[c.pat_no_esc] = np.inf
     np.minimum(lim, t + c.pat_direct_off, out=lim)
     lim[sl > t + c.pat_light_off] = -np.inf  # the light stage alone breaks the SLO
@@ -511,11 +612,12 @@ def _prepare(c: _Compiled, d: _Derived, queue_delay_s: float | None, t: float) -
     cnt = fits @ np.ones(fits.shape[2], dtype=np.int64)  # order-free: same as a sorted prefix
     worst = d.worst.get(queue_delay_s)
     if worst is None:
+        a_l, a_d, a_e = c.pat_add
         worst = np.maximum(
-            np.where(c.pat_light[:, None], sl, 0.0)[:, :, None],
-            np.where(c.pat_direct_off == 0, sh, 0.0)[:, None, :],
+            np.where(c.pat_light[:, None], sl + a_l, 0.0)[:, :, None],
+            np.where(c.pat_direct[:, None], sh + a_d, 0.0)[:, None, :],
         )
-        esc = np.where(~c.pat_no_esc[:, :, None], sl[:, :, None] + sh[:, None, :], 0.0)
+        esc = np.where(~c.pat_no_esc[:, :, None], sl[:, :, None] + sh[:, None, :] + a_e, 0.0)
         np.maximum(worst, esc, out=worst)
         d.worst[queue_delay_s] = worst
     call = _Call(s, (cnt.T.ravel() * d.sizes).ravel(), fits, worst)
@@ -711,6 +813,7 @@ def _make_plan(c, d, res, *, qps, slo, budget, reserved, headroom, queue_delay, 
         worst_case_latency_s=worst,
         relaxed=relaxed,
         table_sha256=c.sha256,
+        overhead_s=c.overhead_s,
     )
 
 
@@ -724,8 +827,13 @@ def resolve(
     headroom: float = 1.05,
     batch_sizes: list[int] | tuple[int, ...] | None = None,
     queue_delay_s: float | None = None,
+    overhead_s: float | None = None,
 ) -> Plan:
     """The best plan for ``qps`` queries/s within ``slo_s`` s on ``gpus - reserved_gpus`` GPUs.
+
+    ``overhead_s=None`` budgets the router and discriminator overheads the table
+    records; a number replaces both with that many seconds per query on every path
+    of every cascade row (single-model rows pay nothing either way).
 
     Exact for the model in the module docstring. Bad input raises
     :class:`~hadis_profile.errors.HadisError`; an unmeetable request returns a plan
@@ -744,6 +852,8 @@ def resolve(
     if queue_delay_s is not None:
         queue_delay_s = _check_real(queue_delay_s, "queue_delay_s", positive=False)
     c = _compiled(table)
+    if overhead_s is not None:
+        c = _with_override(c, _check_real(overhead_s, "overhead_s", positive=False))
     d = _derive(c, _allowed(c, batch_sizes))
     budget = gpus - reserved_gpus
     common = dict(
@@ -769,7 +879,8 @@ def resolve(
         if math.isfinite(fastest):
             reason = (
                 f"The {slo_s:g} s SLO is below every configuration's worst-case latency "
-                f"(batch latency plus queueing per stage); the fastest needs {fastest:.4g} s."
+                f"(batch latency plus queueing per stage{_extra(c)}); the fastest needs "
+                f"{fastest:.4g} s."
             )
         else:
             reason = "No table row has usable profiled latencies at the allowed batch sizes."
@@ -784,6 +895,10 @@ def resolve(
     return _infeasible(c, qps, slo_s, common, reason, fallback)
 
 
+def _extra(c: _Compiled) -> str:
+    return ", plus routing overheads" if any(c.overhead_s.values()) else ""
+
+
 def _infeasible(c: _Compiled, qps, slo_s, common: dict, reason: str, fallback=None) -> Plan:
     return Plan(
         feasible=False,
@@ -796,4 +911,5 @@ def _infeasible(c: _Compiled, qps, slo_s, common: dict, reason: str, fallback=No
         quality_metric=c.metric,
         fallback=fallback,
         table_sha256=c.sha256,
+        overhead_s=c.overhead_s,
     )

@@ -4,8 +4,11 @@ Both read the table document themselves (plain Python, no shared code with the
 resolver) and implement the model the resolver documents: p99 batch latency,
 throughput ``b / p99``, minimal integer GPUs with a relative 1e-12 slack, stage
 latency ``lat + queue`` (queue = lat unless given), path-aware worst case with a
-1 ns slack, fractions <= 1e-12 treated as zero, lexicographic objective
-(quality, GPUs, latency, row, light batch, heavy batch).
+1 ns slack plus each path's routing overhead (router s/query on every path of a
+cascade row with r > 0, discriminator s/image on its light-only and escalated paths
+when d > 0; or one ``overhead_s`` override on every cascade path), fractions
+<= 1e-12 treated as zero, lexicographic objective (quality, GPUs, latency, row,
+light batch, heavy batch).
 
 The benchmark imports this module too (``benchmarks/bench_resolve.py``).
 """
@@ -34,6 +37,9 @@ class Row:
     p_direct: bool
     p_esc: bool
     qkey: tuple[int, float]  # (missing, oriented quality): smaller is better
+    a_light: float = 0.0  # routing overhead added to the light-only path
+    a_direct: float = 0.0  # ... to the direct (heavy-only) path
+    a_esc: float = 0.0  # ... to the escalated path
 
 
 @dataclass
@@ -57,6 +63,7 @@ def parse(
     headroom: float = 1.05,
     batch_sizes=None,
     queue_delay_s: float | None = None,
+    overhead_s: float | None = None,
 ) -> Problem:
     payload = doc["payload"]
     metric = payload["provenance"]["quality_metric"]
@@ -75,12 +82,31 @@ def parse(
                 continue
             pts[b] = float(p99)
         points[name] = pts
+    prov = payload["provenance"]
+    o_r = 0.0
+    for spec in (payload.get("router"), prov.get("router")):
+        if spec and spec.get("overhead_s_per_query") is not None:
+            o_r = float(spec["overhead_s_per_query"])
+            break
+    o_d = 0.0
+    disc, run = prov.get("discriminator") or {}, prov.get("run") or {}
+    per_image = run.get("scorer_overhead_s_per_image") or {}
+    if per_image.get(disc.get("scorer_id")) is not None:
+        o_d = float(per_image[disc["scorer_id"]])
     rows = []
     for i, row in enumerate(payload["rows"]):
         fr = {k: (v if v > EPS_F else 0.0) for k, v in row["fractions"].items()}
         cascade = row["heavy"] is not None
         q = row["quality"].get(metric)
         qkey = (1, 0.0) if q is None else (0, -q if hib else q)
+        if not cascade:
+            a_l = a_d = a_e = 0.0
+        elif overhead_s is not None:
+            a_l = a_d = a_e = float(overhead_s)
+        else:
+            router = o_r if row["r"] > 0 else 0.0
+            a_d = router
+            a_l = a_e = router + (o_d if row["d"] > 0 else 0.0)
         rows.append(
             Row(
                 index=i,
@@ -92,6 +118,9 @@ def parse(
                 p_direct=cascade and fr["direct"] > 0,
                 p_esc=cascade and fr["escalated"] > 0,
                 qkey=qkey,
+                a_light=a_l,
+                a_direct=a_d,
+                a_esc=a_e,
             )
         )
     return Problem(rows, points, qps, slo_s, gpus - reserved_gpus, headroom, queue_delay_s)
@@ -114,11 +143,11 @@ def _options(prob: Problem, model: str | None, f: float):
 def _worst(row: Row, sl: float, sh: float) -> float:
     paths = []
     if row.p_light:
-        paths.append(sl)
+        paths.append(sl + row.a_light)
     if row.p_direct:
-        paths.append(sh)
+        paths.append(sh + row.a_direct)
     if row.p_esc:
-        paths.append(sl + sh)
+        paths.append(sl + sh + row.a_esc)
     return max(paths, default=0.0)
 
 
@@ -230,7 +259,8 @@ def milp_solve(prob: Problem, *, stages: int = 4):
     for j, (m, _, _) in enumerate(yx):
         by_model.setdefault(m, []).append(j)
     stage_s = [_stage(prob, lat) for _, _, lat in yx]
-    big = 2 * max(stage_s, default=0.0) + 1.0
+    a_max = max((max(r.a_light, r.a_direct, r.a_esc) for r in rows), default=0.0)
+    big = 2 * max(stage_s, default=0.0) + a_max + 1.0
     t_slo = prob.slo + TOL_LAT
 
     data, ri, ci, lo, hi = [], [], [], [], []
@@ -273,15 +303,15 @@ def milp_solve(prob: Problem, *, stages: int = 4):
             add({**{iy + j: 1.0 for j in by_model.get(m, [])}, iz + row.index: -1.0}, 0, np.inf)
         paths = []
         if row.p_light:
-            paths.append([row.light])
+            paths.append(([row.light], row.a_light))
         if row.p_direct:
-            paths.append([row.heavy])
+            paths.append(([row.heavy], row.a_direct))
         if row.p_esc:
-            paths.append([row.light, row.heavy])
-        for p in paths:
+            paths.append(([row.light, row.heavy], row.a_esc))
+        for p, a in paths:  # the path's constant overhead moves to the right-hand side
             terms = lat_terms(p)
-            add({**terms, iz + row.index: big}, -np.inf, t_slo + big)
-            w_rows.append((terms, row.index))
+            add({**terms, iz + row.index: big}, -np.inf, t_slo - a + big)
+            w_rows.append((terms, row.index, a))
 
     integrality = np.zeros(nv)
     integrality[:iw] = 1
@@ -320,8 +350,8 @@ def milp_solve(prob: Problem, *, stages: int = 4):
         out["row"] = int(np.argmax(res.x[iz : iz + n_rows]))
         add({ix + j: 1.0 for j in range(ny)}, -np.inf, out["gpus"])
     if stages >= 3:
-        for terms, r in w_rows:
-            add({iw: 1.0, **{k: -v for k, v in terms.items()}, iz + r: -big}, -big, np.inf)
+        for terms, r, a in w_rows:  # W >= path latency + a when row r is chosen
+            add({iw: 1.0, **{k: -v for k, v in terms.items()}, iz + r: -big}, a - big, np.inf)
         c3 = np.zeros(nv)
         c3[iw] = 1.0
         res = solve(c3)

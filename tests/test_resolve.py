@@ -70,8 +70,21 @@ def make_row(light, heavy, r, d, quality, metric=FID) -> dict:
     }
 
 
-def make_table(models: dict[str, dict], rows: list[dict], metric: str = FID) -> CascadeTable:
-    """models: name -> {"latency": {b: p99 or None (OOM)}, "max_batch": int|None}."""
+def make_table(
+    models: dict[str, dict],
+    rows: list[dict],
+    metric: str = FID,
+    *,
+    router_s=None,
+    disc_s=None,
+    router_in_provenance: bool = False,
+) -> CascadeTable:
+    """models: name -> {"latency": {b: p99 or None (OOM)}, "max_batch": int|None}.
+
+    ``router_s``: the router's ``overhead_s_per_query`` (in ``payload.router``, or in
+    ``provenance.router`` as ``pareto`` writes it); ``disc_s``: the discriminator's
+    per-image cost in ``provenance.run.scorer_overhead_s_per_image``.
+    """
     payload = {
         "provenance": {
             "run_id": "test",
@@ -104,7 +117,23 @@ def make_table(models: dict[str, dict], rows: list[dict], metric: str = FID) -> 
         "router": {"features": ["prompt_length"], "weights": [1.0], "mean": [0.0], "std": [1.0]},
         "rows": rows,
     }
+    prov = payload["provenance"]
+    if router_s is not None:
+        spec = prov["router"] if router_in_provenance else payload["router"]
+        spec["overhead_s_per_query"] = router_s
+    if disc_s is not None:
+        prov["discriminator"] = {"kind": "clip", "scorer_id": "conf:test"}
+        prov["run"] = {"scorer_overhead_s_per_image": {"other:scorer": 99.0, "conf:test": disc_s}}
     return CascadeTable.from_document(make_document(payload, created_at="2026-01-01T00:00:00Z"))
+
+
+def random_overheads(rng: random.Random) -> dict:
+    """Router / discriminator overheads recorded in a random table (absent, zero or not)."""
+    return dict(
+        router_s=rng.choice([None, 0.0, rng.uniform(0, 1.0)]),
+        disc_s=rng.choice([None, 0.0, rng.uniform(0, 1.0)]),
+        router_in_provenance=rng.random() < 0.5,
+    )
 
 
 def random_table(rng: random.Random, n_models=None, n_cascade=None) -> CascadeTable:
@@ -136,7 +165,7 @@ def random_table(rng: random.Random, n_models=None, n_cascade=None) -> CascadeTa
             d = rng.choice([0.0, 1.0, rng.random(), rng.random()])
             rows.append(make_row(light, heavy, r, d, quality(), metric))
     rng.shuffle(rows)
-    return make_table(models, rows, metric)
+    return make_table(models, rows, metric, **random_overheads(rng))
 
 
 def random_request(rng: random.Random, table: CascadeTable) -> dict:
@@ -150,6 +179,8 @@ def random_request(rng: random.Random, table: CascadeTable) -> dict:
     )
     if rng.random() < 0.3:
         req["queue_delay_s"] = rng.choice([0.0, rng.uniform(0, 2)])
+    if rng.random() < 0.25:
+        req["overhead_s"] = rng.choice([0.0, rng.uniform(0, 1.5)])
     used = {r[role] for r in table.rows for role in ("light", "heavy")} - {None}
     profiled = sorted(
         {
@@ -185,6 +216,11 @@ def check_against_brute_force(table: CascadeTable, req: dict) -> None:
     prob = oracle.parse(table.document, **req)
     truth = oracle.brute_force(prob)
     assert plan.feasible == (truth is not None), (req, plan.reason)
+    if req.get("overhead_s") is not None:
+        want = {"router": None, "discriminator": None, "override": req["overhead_s"]}
+        assert plan.overhead_s == want
+    else:
+        assert plan.overhead_s["override"] is None
     if truth is None:
         assert plan.reason
         relax_slo = not oracle.meets_slo_somewhere(prob)
@@ -377,6 +413,79 @@ def test_escalation_sums_both_stages():
     assert plan.feasible and plan.worst_case_latency_s == pytest.approx(3.5)
 
 
+# ------------------------------------------------------------- routing overheads
+
+
+@pytest.mark.parametrize("in_provenance", [False, True])
+def test_overheads_add_to_the_binding_path(in_provenance):
+    models = {"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 2.0}}}
+    # r = d = 0.5: light-only 2 s, direct 4 s, escalated 2 + 4 = 6 s (binding)
+    rows = [make_row("a", "b", 0.5, 0.5, 10.0)]
+    o_r, o_d = 0.3, 0.2
+    bare = make_table(models, rows)
+    table = make_table(models, rows, router_s=o_r, disc_s=o_d, router_in_provenance=in_provenance)
+    req = dict(qps=0.1, gpus=4)
+    plan = resolve(bare, slo_s=6.0, **req)
+    assert plan.feasible and plan.worst_case_latency_s == 6.0
+    assert plan.overhead_s == {"router": 0.0, "discriminator": 0.0, "override": None}
+    late = resolve(table, slo_s=6.0, **req)
+    assert not late.feasible and "routing overheads" in late.reason and "6.5 s" in late.reason
+    assert late.overhead_s == {"router": o_r, "discriminator": o_d, "override": None}
+    ok = resolve(table, slo_s=6.0 + o_r + o_d + 1e-6, **req)
+    assert ok.feasible and ok.worst_case_latency_s == 6.0 + o_r + o_d
+    assert ok.to_dict()["overhead_s"] == {"router": o_r, "discriminator": o_d, "override": None}
+    # the override replaces both, with its own cache entry at the same SLO
+    assert resolve(table, slo_s=6.0, overhead_s=0, **req).worst_case_latency_s == 6.0
+    assert not resolve(bare, slo_s=6.0, overhead_s=0.5, **req).feasible
+    over = resolve(bare, slo_s=6.5 + 1e-6, overhead_s=0.5, **req)
+    assert over.feasible and over.worst_case_latency_s == 6.0 + 0.5
+    assert over.overhead_s == {"router": None, "discriminator": None, "override": 0.5}
+    assert not resolve(table, slo_s=6.0, **req).feasible  # table overheads still cached apart
+
+
+def test_router_and_discriminator_pay_only_on_their_paths():
+    models = {"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 2.0}}}
+    o_r, o_d = 0.3, 0.2
+    # r = 1, d = 0: direct path only (4 s), router only
+    t = make_table(models, [make_row("a", "b", 1.0, 0.0, 10.0)], router_s=o_r, disc_s=o_d)
+    assert resolve(t, qps=0.1, slo_s=10, gpus=4).worst_case_latency_s == 4.0 + o_r
+    # r = 0, d = 0.5: light-only (2 s) and escalated (6 s), discriminator only
+    t = make_table(models, [make_row("a", "b", 0.0, 0.5, 10.0)], router_s=o_r, disc_s=o_d)
+    assert resolve(t, qps=0.1, slo_s=10, gpus=4).worst_case_latency_s == 6.0 + o_d
+    # r = 0.5, d = 0: light-only 2 + o_r, direct 4 + o_r (the discriminator is never run)
+    t = make_table(models, [make_row("a", "b", 0.5, 0.0, 10.0)], router_s=o_r, disc_s=3.0)
+    assert resolve(t, qps=0.1, slo_s=10, gpus=4).worst_case_latency_s == 4.0 + o_r
+    # r = 0.5, d = 0 with a slow light model: the light-only path binds, pays the router only
+    slow = {"a": {"latency": {1: 3.0}}, "b": {"latency": {1: 2.0}}}
+    t = make_table(slow, [make_row("a", "b", 0.5, 0.0, 10.0)], router_s=o_r, disc_s=3.0)
+    assert resolve(t, qps=0.1, slo_s=10, gpus=4).worst_case_latency_s == 6.0 + o_r
+
+
+def test_single_rows_ignore_overheads():
+    models = {"a": {"latency": {1: 1.0, 2: 1.5}}}
+    table = make_table(models, [make_row("a", None, 0, 0, 10.0)], router_s=5.0, disc_s=5.0)
+    for kw in ({}, {"overhead_s": 7.0}):
+        plan = resolve(table, qps=1, slo_s=3.0, gpus=4, **kw)
+        assert plan.feasible and plan.worst_case_latency_s == 3.0  # batch 2: 1.5 + 1.5
+        assert plan.kind == "single"
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(router_s=-0.1), "router overhead_s_per_query is -0.1, expected a number >= 0"),
+        (dict(router_s="fast"), "router overhead_s_per_query is 'fast', expected a number"),
+        (dict(disc_s=-1.0), "discriminator overhead is -1, expected a number >= 0"),
+        (dict(disc_s=True), "scorer_overhead_s_per_image of 'conf:test' is True, expected a num"),
+    ],
+)
+def test_bad_table_overheads(kw, match):
+    table = make_table({"a": {"latency": {1: 1.0}}}, [make_row("a", None, 0, 0, 10.0)], **kw)
+    with pytest.raises(HadisError, match=match) as e:
+        resolve(table, qps=1, slo_s=10, gpus=4)
+    assert str(e.value).endswith(".") and "\n" not in str(e.value)
+
+
 def test_reserved_gpus_honoured():
     table = two_model_table()
     free = resolve(table, qps=2, slo_s=100, gpus=64)
@@ -431,6 +540,11 @@ def test_oom_and_infeasible_points_never_chosen():
         (dict(batch_sizes=[0]), "Every batch size must be at least 1"),
         (dict(batch_sizes="1,2"), "batch_sizes must be a list"),
         (dict(qps=True), "qps must be a number"),
+        (dict(overhead_s=-0.5), "overhead_s must be at least 0"),
+        (dict(overhead_s=float("nan")), "overhead_s must be a finite number"),
+        (dict(overhead_s=float("inf")), "overhead_s must be a finite number"),
+        (dict(overhead_s="1"), "overhead_s must be a number"),
+        (dict(overhead_s=True), "overhead_s must be a number"),
     ],
 )
 def test_bad_inputs(kw, match):
@@ -519,6 +633,11 @@ def test_cli_resolve(tmp_path):
     assert js.exit_code == 0
     expected = resolve(two_model_table(), qps=2, slo_s=100, gpus=8).to_dict()
     assert json.loads(js.stdout) == expected
+    ov = ["resolve", str(path), "--qps", "2", "--slo", "100", "--gpus", "8", "--json"]
+    js = runner.invoke(app, [*ov, "--overhead", "0.25"])
+    assert js.exit_code == 0, js.output
+    expected = resolve(two_model_table(), qps=2, slo_s=100, gpus=8, overhead_s=0.25).to_dict()
+    assert json.loads(js.stdout) == expected and expected["overhead_s"]["override"] == 0.25
     bad = runner.invoke(
         app,
         ["resolve", str(path), "--qps", "2", "--slo", "0.5", "--gpus", "8", "--batch-sizes", "1,2"],
