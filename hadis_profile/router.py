@@ -729,6 +729,13 @@ class Router:
             raise HadisError(f"Cannot read a cascade table from a {type(table).__name__}.")
         if not tbl.router:
             raise HadisError(f"{tbl.source} has no router (it was built without one).")
+        # payload.router holds what scoring needs (weights, normalisation); the full spec
+        # (lexicon, spatial terms, spaCy model) that rebuilds the exact features is the
+        # run's, kept in provenance.router. Use it when it describes the same router.
+        full = tbl.provenance.get("router")
+        keys = ("features", "weights", "mean", "std")
+        if isinstance(full, Mapping) and all(full.get(k) == tbl.router[k] for k in keys):
+            return cls.from_spec(dict(full))
         return cls.from_spec(tbl.router)
 
     def __repr__(self) -> str:

@@ -472,3 +472,27 @@ def test_reference_ordering_is_identical_wherever_the_features_agree(hadis_ref) 
     order_ref = np.argsort(s_ref[agree], kind="stable")
     order_ours = np.argsort(s_ours[agree], kind="stable")
     assert np.array_equal(order_ref, order_ours)
+
+
+def test_router_from_a_compiled_table_is_the_exact_profiling_router(tmp_path) -> None:
+    """The serving side rebuilds the router from table.json alone: same lexicon, same
+    spatial terms, same normalisation, so the same scores as the router profiled with."""
+    pytest.importorskip("spacy")
+    from hadis_profile.pareto import compile_table
+    from hadis_profile.synthetic import write_synthetic_run
+
+    prompts = ["a red apple", "freedom and justice above a city", "two dogs next to a tree"]
+    lexicon = tmp_path / "lex.csv"
+    lexicon.write_text("Word,Conc.M\nfreedom,1.5\njustice,1.4\napple,5.0\n")
+    profiled = Router(lexicon=lexicon, spatial_terms=["above", "next to"])
+    profiled.fit_normalisation(prompts)
+    with write_synthetic_run(tmp_path / "run", n_prompts=20) as store:
+        X, names, scores, _ = store.router()
+        spec = profiled.to_spec()
+        store.put_router(X, names, scores, spec=spec)
+        meas = store.load_measurements()
+    doc = compile_table(meas, quality_metric="clip_score")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to the built-in lexicon
+        served = Router.from_table(doc)
+    assert np.array_equal(served.score(prompts), profiled.score(prompts))
