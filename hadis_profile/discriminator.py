@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from hadis_profile.errors import HadisError, UsageError
+from hadis_profile.fileio import read_bytes
 from hadis_profile.measure.scorers import Discriminator, PickScorer, _check_pairs, to_pil
 from hadis_profile.progress import bar
 
@@ -467,12 +468,7 @@ def save_head(path: str | Path, state: dict[str, Any], metadata: dict) -> str:
 def load_head(path: str | Path) -> HeadFile:
     """Read and check a head file written by :func:`save_head`."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise HadisError(f"The head file {path} does not exist.") from None
-    except OSError as e:
-        raise HadisError(f"Cannot read the head file {path} ({e.strerror}).") from None
+    data = read_bytes(path, "the head file")
     bad = f"{path} is not a hadis-profile discriminator head"
     try:
         if data[:2] == b"PK":  # a torch.save zip

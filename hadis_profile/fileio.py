@@ -1,4 +1,4 @@
-"""Atomic file writes and canonical JSON: the one place every writer goes through.
+"""File I/O every module shares: atomic writes, canonical JSON, readable read errors.
 
 "Nothing is lost" means a reader (or a crash) sees either the old file or the
 new one, never half of either: each write fills a temporary file in the same
@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from hadis_profile.errors import HadisError
 
 
 def canonical_json(obj: Any) -> str:
@@ -57,3 +59,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """UTF-8 text through :func:`atomic_write_bytes`."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_bytes(path: str | os.PathLike, what: str) -> bytes:
+    """A whole input file; a missing or unreadable one is one sentence naming ``what``."""
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise HadisError(f"{what[:1].upper()}{what[1:]} {p} does not exist.") from None
+    except OSError as e:
+        raise HadisError(f"Cannot read {what} {p}: {e.strerror}.") from None

@@ -55,6 +55,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from hadis_profile.errors import HadisError
+from hadis_profile.fileio import read_bytes
 
 FEATURES: tuple[str, ...] = (
     "prompt_length",
@@ -207,12 +208,7 @@ class Lexicon:
     def from_csv(cls, path: str | os.PathLike) -> Lexicon:
         """Read a Brysbaert et al. (2014) file: columns ``Word`` and ``Conc.M`` (comma or tab)."""
         p = Path(path)
-        try:
-            raw = p.read_bytes()
-        except FileNotFoundError:
-            raise HadisError(f"Concreteness lexicon {p} does not exist.") from None
-        except OSError as e:
-            raise HadisError(f"Cannot read concreteness lexicon {p}: {e.strerror}.") from None
+        raw = read_bytes(p, "concreteness lexicon")
         text = raw.decode("utf-8-sig", errors="replace")
         first = text.split("\n", 1)[0]
         reader = csv.DictReader(io.StringIO(text), delimiter="\t" if "\t" in first else ",")
@@ -294,13 +290,7 @@ def load_spatial_terms(source: str | os.PathLike | Iterable[str] | None) -> tupl
     if source is None:
         return BUILTIN_SPATIAL_TERMS
     if isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        try:
-            text = p.read_text(encoding="utf-8-sig", errors="replace")
-        except FileNotFoundError:
-            raise HadisError(f"Spatial terms file {p} does not exist.") from None
-        except OSError as e:
-            raise HadisError(f"Cannot read spatial terms file {p}: {e.strerror}.") from None
+        text = read_bytes(source, "spatial terms file").decode("utf-8-sig", errors="replace")
         return _normalise_terms(text.splitlines())
     return _normalise_terms(source)
 
@@ -751,13 +741,7 @@ def read_prompts(path: str | os.PathLike, encoding: str = "utf-8") -> list[str]:
 
     ``encoding="ascii"`` reproduces how HADIS read its ImageNet prompt file.
     """
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise HadisError(f"Prompts file {p} does not exist.") from None
-    except OSError as e:
-        raise HadisError(f"Cannot read prompts file {p}: {e.strerror}.") from None
+    raw = read_bytes(path, "prompts file")
     try:
         text = raw.decode(encoding, errors="ignore")
     except LookupError:

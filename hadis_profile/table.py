@@ -20,7 +20,7 @@ from typing import Any
 
 from hadis_profile import __version__
 from hadis_profile.errors import HadisError
-from hadis_profile.fileio import atomic_write_text
+from hadis_profile.fileio import atomic_write_text, read_bytes
 from hadis_profile.fileio import canonical_json as _canonical_json
 
 FORMAT = "hadis-profile/cascade-table"
@@ -167,12 +167,7 @@ def check_document(doc: Any, source: str = "<memory>") -> None:
 def load_table(path: str | os.PathLike) -> CascadeTable:
     """Read and verify a table file; any problem is one HadisError sentence."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HadisError(f"Table file {p} does not exist.") from None
-    except OSError as e:
-        raise HadisError(f"Cannot read table file {p}: {e.strerror}.") from None
+    text = read_bytes(p, "table file").decode("utf-8", errors="replace")
     return CascadeTable.from_document(parse_json(text, str(p)), str(p))
 
 

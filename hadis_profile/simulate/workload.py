@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hadis_profile.errors import HadisError
+from hadis_profile.fileio import read_bytes
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,8 @@ def load_trace(
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HadisError(f"The trace file {p} does not exist.") from None
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_bytes(p, "the trace file").decode("utf-8")
+    except UnicodeDecodeError as e:
         raise HadisError(f"Cannot read the trace file {p}: {e}.") from None
     if limit is not None and limit < 1:
         raise HadisError(f"The trace limit must be at least 1, not {limit}.")
