@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 from machine import cpu_model  # benchmarks/machine.py
 
+from hadis_profile.prompts import load_prompts as read_prompt_set
 from hadis_profile.router import (
     DEFAULT_BATCH_SIZE,
     Lexicon,
     Router,
     load_nlp,
     load_spatial_terms,
-    read_prompts,
 )
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "data" / "hadis-reference"
@@ -52,7 +52,7 @@ def synthetic_prompts(n: int, seed: int = 0) -> list[str]:
 def load_prompts(n: int) -> tuple[list[str], str]:
     f = REF / "prompts_imagenet1k_5k.txt"
     if f.is_file():
-        prompts = read_prompts(f, encoding="ascii")
+        prompts = list(read_prompt_set(f, encoding="ascii", errors="ignore", dedup=False))
         reps = -(-n // len(prompts))
         return (prompts * reps)[:n], f"HADIS ImageNet prompts ({f})"
     return synthetic_prompts(n), "synthetic prompts (../shared/data absent)"

@@ -540,6 +540,14 @@ def _router_write_csv(out: Path | None, header: list[str], rows) -> None:
         atomic_write_text(out, buf.getvalue())
 
 
+def _router_prompts(path: Path, encoding: str) -> list[str]:
+    """The prompt set as `run` reads it (so features agree), keeping duplicates so that
+    rows line up with the file; undecodable bytes dropped, as HADIS read its prompts."""
+    from hadis_profile.prompts import load_prompts
+
+    return list(load_prompts(path, encoding=encoding, errors="ignore", dedup=False))
+
+
 @router_app.command("features")
 def router_features_cmd(
     prompts_file: Annotated[Path, typer.Argument(help="Prompts, one per line.")],
@@ -551,9 +559,9 @@ def router_features_cmd(
     encoding: Annotated[str, typer.Option("--encoding", help=_ENCODING_HELP)] = "utf-8",
 ) -> None:
     """Compute the router's 8 features per prompt (the layout of HADIS's prompt_features.csv)."""
-    from hadis_profile.router import FEATURES, Router, read_prompts
+    from hadis_profile.router import FEATURES, Router
 
-    prompts = read_prompts(prompts_file, encoding=encoding)
+    prompts = _router_prompts(prompts_file, encoding)
     X = Router(lexicon=lexicon, spatial_terms=spatial).features(prompts)
     rows = ([p, *map(int, row)] for p, row in zip(prompts, X, strict=True))
     _router_write_csv(out, ["prompt", *FEATURES], rows)
@@ -594,14 +602,14 @@ def router_score_cmd(
     import json
 
     from hadis_profile.errors import UsageError
-    from hadis_profile.router import DEFAULT_WEIGHTS, Router, read_prompts
+    from hadis_profile.router import DEFAULT_WEIGHTS, Router
 
     if (prompts_file is None) == (run is None):
         raise UsageError("Give either a prompts file or --run RUN, not both or neither.")
     if run is not None:
         _router_score_run(_run_dir(run), table, lexicon, spatial, weights, out, spec_out)
         return
-    prompts = read_prompts(prompts_file, encoding=encoding)
+    prompts = _router_prompts(prompts_file, encoding)
     if table is not None:
         if lexicon or spatial or weights:
             raise UsageError("--table fixes the router; drop --lexicon, --spatial and --weights.")

@@ -736,20 +736,6 @@ class Router:
 # --------------------------------------------------------------------------- files
 
 
-def read_prompts(path: str | os.PathLike, encoding: str = "utf-8") -> list[str]:
-    """One prompt per line; undecodable bytes dropped, blank lines skipped.
-
-    ``encoding="ascii"`` reproduces how HADIS read its ImageNet prompt file.
-    """
-    raw = read_bytes(path, "prompts file")
-    try:
-        text = raw.decode(encoding, errors="ignore")
-    except LookupError:
-        raise HadisError(f"Unknown text encoding '{encoding}'.") from None
-    lines = (line[:-1] if line.endswith("\r") else line for line in text.split("\n"))
-    return [line for line in lines if line.strip()]
-
-
 def write_features_csv(out: TextIO, prompts: Sequence[str], features: np.ndarray) -> None:
     """The authors' ``prompt_features.csv`` layout: prompt, then the eight counts."""
     w = csv.writer(out, lineterminator="\n")

@@ -17,6 +17,7 @@ import pytest
 from hadis_profile import router as router_mod
 from hadis_profile import table as table_mod
 from hadis_profile.errors import HadisError
+from hadis_profile.prompts import load_prompts
 from hadis_profile.router import (
     BUILTIN_SPATIAL_TERMS,
     DEFAULT_WEIGHTS,
@@ -24,7 +25,6 @@ from hadis_profile.router import (
     Lexicon,
     Router,
     load_spatial_terms,
-    read_prompts,
 )
 
 LEXICAL = ("prompt_length", "token_rarity", "abstractness", "spatial_relations")
@@ -295,10 +295,11 @@ def test_spatial_file_and_prompts_file(tmp_path: Path) -> None:
     assert load_spatial_terms(f) == ("above", "next to")
     p = tmp_path / "prompts.txt"
     p.write_bytes(b"a cat\r\n\n  \nm\xc3\xa9tal chair\n")
-    assert read_prompts(p) == ["a cat", "métal chair"]
-    assert read_prompts(p, encoding="ascii") == ["a cat", "mtal chair"]  # HADIS's reading
+    assert list(load_prompts(p)) == ["a cat", "métal chair"]
+    ascii_read = load_prompts(p, encoding="ascii", errors="ignore")  # HADIS's reading
+    assert list(ascii_read) == ["a cat", "mtal chair"]
     with pytest.raises(HadisError, match="does not exist"):
-        read_prompts(tmp_path / "nope.txt")
+        load_prompts(tmp_path / "nope.txt")
 
 
 # --------------------------------------------------------------------------- packaging
@@ -379,7 +380,11 @@ def test_cli_features_and_score(nlp_ready, tmp_path: Path) -> None:
 def hadis_ref(shared_data: Path, nlp_ready):
     """Our features for the authors' 5,000 prompts (about 12 s on 2 cores) and theirs."""
     d = shared_data / "hadis-reference"
-    prompts = read_prompts(d / "prompts_imagenet1k_5k.txt", encoding="ascii")
+    prompts = list(
+        load_prompts(
+            d / "prompts_imagenet1k_5k.txt", encoding="ascii", errors="ignore", dedup=False
+        )
+    )
     with (d / "prompt_features.csv").open(encoding="utf-8", errors="replace", newline="") as f:
         ref_rows = list(csv.DictReader(f))
     ref = np.array([[int(r[n]) for n in FEATURES] for r in ref_rows])
