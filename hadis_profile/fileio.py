@@ -1,4 +1,4 @@
-"""File I/O every module shares: atomic writes, canonical JSON, readable read errors.
+"""File I/O every module shares: atomic writes, canonical JSON, hashes, readable read errors.
 
 "Nothing is lost" means a reader (or a crash) sees either the old file or the
 new one, never half of either: each write fills a temporary file in the same
@@ -10,6 +10,7 @@ breaks a serving stack that reads ``table.json`` as another user).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +26,25 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``: the one digest every content hash in a run or table uses."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    """Hex sha256 of ``text`` encoded as UTF-8."""
+    return sha256_bytes(text.encode("utf-8"))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (checkpoints are gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _default_mode() -> int:
