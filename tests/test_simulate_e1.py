@@ -4,6 +4,7 @@ controller telemetry and the authors' six systems, each against hand-computed ca
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -19,15 +20,13 @@ from hadis_profile.measurements import (
 )
 from hadis_profile.pareto import compile_table
 from hadis_profile.simulate import AUTHORS_POLICIES, SimConfig, Workload, simulate
+from hadis_profile.simulate.accounting import MixCurves, authors_accounting
 from hadis_profile.simulate.authors import make_authors_policy, planner_latency, worker_cut
-from hadis_profile.simulate.engine import (
-    DROPPED,
-    SERVED,
-    Telemetry,
-    batch_time_row,
-    run_policy,
-)
+from hadis_profile.simulate.engine import DROPPED, SERVED, PolicyRun, run_policy
+from hadis_profile.simulate.output import write_scenario
 from hadis_profile.simulate.policies import Assignment, Policy, build_context
+from hadis_profile.simulate.scenarios import e1_config, hadis_e1
+from hadis_profile.simulate.testbed import Telemetry, batch_time_row
 from hadis_profile.table import CascadeTable
 
 FID = "fid:clean-fid-imagenet1k"
@@ -422,3 +421,132 @@ def test_hadis_milp_takes_the_best_feasible_row(e1) -> None:
     b = p.plan(150, 0.5 / 1.05, tel({2: 10, 3: 0}))  # 12 s of delay: m2 at batch 1 only
     assert b.batch[2] == 1
     assert p.plan(200, 100.0, tel()).status == "shed"  # nothing carries 105 queries/s
+
+
+# --------------------------------------------------------------------------- authors' accounting
+
+
+def accounting_run(fid_accounting: str) -> PolicyRun:
+    """50 controller rows of 10 s, one on-time query per row (4 s); rows 11-15 add a late
+    one (8 s > SLO 6); one query arriving at 401 s is dropped (noticed at 2 x SLO)."""
+    arr, fin, status = [], [], []
+    for j in range(1, 51):
+        arr.append(10 * (j - 1) + 1)
+        fin.append(10 * (j - 1) + 5)
+        status.append(SERVED)
+        if 11 <= j <= 15:
+            arr.append(10 * (j - 1) + 1)
+            fin.append(10 * (j - 1) + 9)
+            status.append(SERVED)
+    arr.append(401)
+    fin.append(402)
+    status.append(DROPPED)
+    order = np.argsort(arr, kind="stable")
+    n = len(arr)
+    return PolicyRun(
+        policy="p",
+        arrival=np.asarray(arr, dtype=float)[order],
+        finish=np.asarray(fin, dtype=float)[order],
+        status=np.asarray(status, dtype=np.uint8)[order],
+        model=np.zeros(n, dtype=np.int64),
+        qkey=np.zeros(n, dtype=np.int64),
+        prompt=np.zeros(n, dtype=np.int64),
+        escalated=np.zeros(n, dtype=bool),
+        busy_s=0.0,
+        switch_s=0.0,
+        switches=0,
+        ticks=[],
+        decisions=[
+            {"time_s": 0.0, "status": "shed", "quality": {FID: 29.0}},
+            {"time_s": 200.0, "status": "ok", "quality": {FID: 20.0}},
+        ],
+        tick_models=[[3, 1, 0, 0]] * 25 + [[0, 0, 0, 2]] * 25,
+        tick_s=10.0,
+        fid_accounting=fid_accounting,
+    )
+
+
+CURVES = MixCurves.from_sweep(
+    {0: 30.0, 1: 26.0, 2: 21.0, 3: 19.0}, {(0, 1): [round(30 - 0.4 * k, 2) for k in range(11)]}
+)
+
+
+def test_mix_curves_are_densified_with_rounded_midpoints() -> None:
+    dense = CURVES.pairs[(0, 1)]
+    assert len(dense) == 21 and dense[0] == 30.0 and dense[20] == 26.0 and dense[5] == 29.0
+    c = MixCurves.from_sweep({0: 1.0}, {(0, 1): [1.0, 1.555] + [2.0] * 9})
+    assert c.pairs[(0, 1)][1] == 1.28  # (1 + 1.555) / 2 rounded to 2 decimals
+
+
+@pytest.mark.parametrize(
+    ("mode", "quality", "shed"),
+    [
+        # per point: 30 x 3, (4 x 30 + 20) / 5, 20 x 6; smoothed and averaged
+        ("config", (27.6 + 25.6 + 23.6 + 21.6 + 20 + 20) / 6, 19),
+        # rows 1-25: shares 0.75 / 0.25 -> pair (0, 1) at 0.25 -> 29.0; rows 26-50: m3 alone
+        ("mix", (29 + 27 + 25 + 23 + 21 + 19) / 6, 0),
+        ("dominant", (30 + 27.8 + 25.6 + 23.4 + 21.2 + 19) / 6, 0),
+    ],
+)
+def test_authors_accounting_hand_computed(mode: str, quality: float, shed: int) -> None:
+    acc = authors_accounting(
+        accounting_run(mode),
+        slo_s=6.0,
+        expire_after_s=12.0,
+        quality_metric=FID,
+        worst_quality=30.0,
+        curves=CURVES,
+    )
+    # points: 0, 0, 5/10 late, 0 x 5, 1/6 dropped (row 42), 0; a 5-point moving average has
+    # 6 values, point 2 is in three of them, point 8 in two
+    assert acc.violation_ratio == pytest.approx((3 * 0.5 / 5 + 2 * (1 / 6) / 5) / 6)
+    assert acc.quality == pytest.approx(quality)
+    assert (acc.points, acc.rows, acc.shed_rows) == (10, 50, shed)
+
+
+# --------------------------------------------------------------------------- the E1 scenario
+
+
+def test_e1_scenario_refuses_bad_requests(tmp_path) -> None:
+    with pytest.raises(ParameterError, match="data") as e:
+        hadis_e1(tmp_path)
+    assert e.value.param == "data"
+    with pytest.raises(ParameterError, match="blocks"):
+        e1_config("mine")
+
+
+def test_e1_scenario_on_a_short_trace(shared_data, tmp_path) -> None:
+    """The first 2,000 queries of E1 (about 9 minutes of the paper's trace): every system runs,
+    queries are conserved, and the static baselines score the published single-model FIDs."""
+    res = hadis_e1(shared_data, limit=2000)
+    assert set(res.blocks) == {"authors", "ours"}
+    authors = {s.policy: s for s in res.blocks["authors"].summaries}
+    assert set(authors) == set(AUTHORS_POLICIES)
+    for block in res.blocks.values():
+        for s in block.summaries:
+            assert s.served + s.dropped == s.queries == 2000, s.policy
+    acc = res.accounting["authors"]
+    assert authors["clipper-light-fit"].violation_ratio == 0
+    assert authors["clipper-light-fit"].quality[FID] == pytest.approx(29.75)  # hybrid sweep
+    assert acc["clipper-light-fit"].quality == pytest.approx(29.76)  # config_results.csv, t = 0
+    assert authors["clipper-heavy-fit"].quality[FID] == pytest.approx(19.95)
+    assert authors["clipper-heavy-fit"].violation_ratio > 0.3
+    assert authors["clipper-light-fit"].quality[FID] > authors["hadis-milp"].quality[FID] > 19.95
+    assert res.settings["time_scale"] == 10 and res.blocks["authors"].config.tick_s == 10
+    c = res.claims["authors"]
+    assert c["hadis"] == "hadis-milp" and set(c["baselines"]) == {
+        "Clipper-Light", "Clipper-Heavy", "INFaaS-Acc", "Proteus", "DiffServe"
+    }  # fmt: skip
+    h = authors["hadis-milp"].violation_ratio
+    heavy = c["baselines"]["Clipper-Heavy"]
+    assert heavy["violation_reduction_x"] == pytest.approx(
+        authors["clipper-heavy-fit"].violation_ratio / h if h else math.inf
+    )
+    paths = write_scenario(res, tmp_path / "e1")
+    names = {p.relative_to(tmp_path / "e1").as_posix() for p in paths}
+    assert {"summary.json", "e1.md", "authors/simulate.png", "ours/windows.csv"} <= names
+    doc = json.loads((tmp_path / "e1" / "summary.json").read_text())
+    assert doc["scenario"] == "hadis-e1" and doc["settings"]["queries"] == 2000
+    first = doc["blocks"]["authors"]["policies"][0]
+    assert first["policy"] == "clipper-light-fit" and "authors_accounting" in first
+    assert "| Clipper-Heavy | `clipper-heavy-fit` |" in (tmp_path / "e1" / "e1.md").read_text()

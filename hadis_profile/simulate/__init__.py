@@ -4,10 +4,11 @@ Before a table and its resolver are deployed, check their promises (quality,
 SLO, load, GPUs) under a realistic bursty workload, and compare the hybrid
 cascade with simpler policies on the same workload and GPUs. Modules:
 ``workload`` (traces, Poisson ramps), ``policies`` (what each policy deploys),
-``authors`` (the HADIS authors' E1 variants of each system), ``engine`` (the
-discrete-event simulation), ``run`` (orchestration, summaries), ``accounting``
-(the authors' E1 metrics), ``scenarios`` (E1 end to end) and ``output`` (Rich
-table, CSVs, figure; Rich/matplotlib imported lazily).
+``authors`` (the HADIS authors' E1 variants of each system), ``testbed`` (their
+controller's and workers' mechanics), ``engine`` (the discrete-event
+simulation), ``run`` (orchestration, summaries), ``accounting`` (the authors'
+E1 metrics), ``scenarios`` (E1 end to end) and ``output`` (Rich table, CSVs,
+figure; Rich/matplotlib imported lazily).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from hadis_profile.errors import HadisError
 from hadis_profile.simulate.policies import Assignment, Context, Policy, spread_spare
 
 if TYPE_CHECKING:
-    from hadis_profile.simulate.engine import Telemetry
+    from hadis_profile.simulate.testbed import Telemetry
     from hadis_profile.table import CascadeTable
 
 AUTHORS_POLICIES = (

@@ -47,7 +47,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hadis_profile.errors import HadisError
+from hadis_profile.simulate.testbed import (
+    EWMA_WINDOW,
+    HALFLIFE_TICKS,
+    Telemetry,
+    batch_time_row,
+    ewma_tail,
+)
 
 if TYPE_CHECKING:
     from hadis_profile.simulate.policies import Assignment, Context, Policy
@@ -57,26 +63,6 @@ IDLE, BATCH, SWITCHING, UNASSIGNED = 0, 1, 2, 3
 DEMANDS = ("arrivals", "in-flight")
 BATCH_TIMES = ("ceil", "hadis-worker")
 DISPATCHES = ("shared", "random")
-#: HADIS's controller: pandas ewm(halflife=3, adjust=False) over the last 20 samples.
-HALFLIFE_TICKS = 3.0
-EWMA_WINDOW = 20
-#: Batch sizes HADIS's worker looks up directly; any other count costs batch 4's time.
-HADIS_WORKER_SIZES = (1, 2, 3, 4, 5, 6, 7, 8, 16, 32)
-
-
-@dataclass
-class Telemetry:
-    """What HADIS's controller knows at a re-plan, besides the demand estimate.
-
-    Both are EWMAs over ticks (the controller's rule, updated only while queries
-    are in the system): queries registered at each model's workers per second,
-    and queries waiting in each model's queues.
-    """
-
-    tick_s: float
-    model_rate: list[float]
-    model_queue: list[float]
-    in_flight: int = 0
 
 
 @dataclass
@@ -100,42 +86,6 @@ class PolicyRun:
     tick_models: list[list[int]] = field(default_factory=list)  # registrations per model
     tick_s: float = 1.0
     fid_accounting: str = "mix"  # how the HADIS authors would score its quality
-
-
-def ewma_tail(values: list[float], alpha: float) -> float:
-    """pandas ``ewm(alpha, adjust=False).mean()[-1]``: starts at the first value."""
-    y = values[0]
-    for x in values[1:]:
-        y += alpha * (x - y)
-    return y
-
-
-def batch_time_row(pts: dict[int, float], rule: str) -> list[float]:
-    """Seconds for a batch of k = 0..max queries on a model profiled at ``pts``.
-
-    ``ceil``: the smallest profiled size >= k. ``hadis-worker``: the authors'
-    worker (worker/model.py, config.get_model_runtimes): sizes 3, 5, 6, 7 are
-    the means of (2, 4), (2, 8), (4, 8), (6, 8); any count other than 1-8, 16
-    and 32 is looked up as batch size 4.
-    """
-    top = max(pts)
-    if rule == "ceil":
-        sizes = sorted(pts)
-        return [0.0] + [pts[next(b for b in sizes if b >= k)] for k in range(1, top + 1)]
-    table = dict(pts)
-    for lo, hi in ((2, 4), (2, 8), (4, 8), (6, 8)):
-        if lo in table and hi in table and (lo + hi) // 2 not in pts:
-            table[(lo + hi) // 2] = (table[lo] + table[hi]) / 2
-    row = [0.0]
-    for k in range(1, top + 1):
-        key = k if k in HADIS_WORKER_SIZES else 4
-        if key not in table:
-            raise HadisError(
-                f"HADIS's worker batch timing needs batch size {key} profiled; the profile "
-                f"has {', '.join(str(b) for b in sorted(pts))}."
-            )
-        row.append(table[key])
-    return row
 
 
 def _routing(a: Assignment) -> tuple:

@@ -46,7 +46,7 @@ from hadis_profile.table import CascadeTable, make_document
 
 if TYPE_CHECKING:
     from hadis_profile.measurements import Measurements
-    from hadis_profile.simulate.engine import Telemetry
+    from hadis_profile.simulate.testbed import Telemetry
 
 POLICIES = (
     "hadis",
