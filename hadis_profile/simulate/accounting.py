@@ -65,6 +65,8 @@ class AuthorsAccounting:
     points: int
     rows: int
     shed_rows: int
+    violation_curve: list[float]  # the smoothed series the figure draws
+    quality_curve: list[float]
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -153,12 +155,15 @@ def authors_accounting(
         fid = np.array([curves.single[int(np.argmax(c))] for c in counts])
     else:
         fid = np.array([_mix_quality(c, curves) for c in counts])
+    v_curve, q_curve = _smooth(viol), _smooth(fid)
     return AuthorsAccounting(
-        violation_ratio=float(_smooth(viol).mean()) if n_pts else 0.0,
-        quality=float(_smooth(fid).mean()) if n_pts else None,
+        violation_ratio=float(v_curve.mean()) if n_pts else 0.0,
+        quality=float(q_curve.mean()) if n_pts else None,
         points=n_pts,
         rows=usable,
         shed_rows=shed,
+        violation_curve=v_curve.tolist(),
+        quality_curve=q_curve.tolist(),
     )
 
 

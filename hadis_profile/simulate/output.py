@@ -352,14 +352,15 @@ def scenario_markdown(result: ScenarioResult) -> str:
             lines += [
                 "",
                 f"| HADIS (`{c['hadis']}`) vs | fewer violations | (authors') "
-                f"| {metric} gain | (authors') |",
-                "|---|---|---|---|---|",
+                f"| {metric} gain | (authors') | (authors', best point) |",
+                "|---|---|---|---|---|---|",
             ]
             for system, v in c["baselines"].items():
                 lines.append(
                     f"| {system} | {_x(v['violation_reduction_x'])} "
                     f"| {_x(v['violation_reduction_x_authors'])} | {_pct(v['quality_gain'])} "
-                    f"| {_pct(v['quality_gain_authors'])} |"
+                    f"| {_pct(v['quality_gain_authors'])} "
+                    f"| {_pct(v['peak_quality_gain_authors'])} |"
                 )
         lines.append("")
     return "\n".join(lines)
@@ -404,7 +405,8 @@ def render_scenario(result: ScenarioResult, console: Console) -> None:
                 escape(
                     f"  {c['hadis']} vs {system}: {_x(v['violation_reduction_x'])} fewer "
                     f"violations ({_x(v['violation_reduction_x_authors'])} authors'), "
-                    f"quality {_pct(v['quality_gain'])} ({_pct(v['quality_gain_authors'])})"
+                    f"quality {_pct(v['quality_gain'])} ({_pct(v['quality_gain_authors'])}, "
+                    f"best point {_pct(v['peak_quality_gain_authors'])})"
                 ),
                 highlight=False,
             )
