@@ -222,14 +222,19 @@ def figure_png(result: SimulationResult) -> bytes:
         linewidth=1.4,
         label=f"arrivals per {cfg.window_s:g} s window",
     )
-    ticks = result.runs[0].ticks
+    if cfg.demand == "in-flight":  # each policy has its own estimate: show the last one's
+        est_run = result.runs[-1]
+        est_label = f"{est_run.policy}'s estimate (EWMA of queries in flight / tick)"
+    else:
+        est_run, est_label = result.runs[0], "EWMA estimate the policies plan for"
+    ticks = est_run.ticks
     ax_d.plot(
         [t for t, _ in ticks],
         [q for _, q in ticks],
         color="C3",
         linewidth=1.0,
         linestyle="--",
-        label="EWMA estimate the policies plan for",
+        label=est_label,
     )
     for k in range(1, int(result.workload["duration_s"] // cfg.replan_s) + 1):
         for ax in (ax_d, ax_v, ax_q):
