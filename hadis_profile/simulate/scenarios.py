@@ -129,10 +129,12 @@ def hadis_e1(
     batch_latency: str = E1_BATCH_LATENCY,
     limit: int | None = None,
     blocks: tuple[str, ...] = ("authors", "ours"),
+    seed: int = 0,
 ) -> ScenarioResult:
     """Run E1 on the reference data in ``data`` (the folder holding hadis-reference/, traces/).
 
-    ``limit`` keeps the first N queries of the trace (a short CI run);
+    ``limit`` keeps the first N queries of the trace (a short CI run); ``seed``
+    draws the random load balancer's choices (the authors' blocks);
     ``batch_latency`` replaces the testbed's batch model (see
     :func:`hadis_profile.importer.batch_latencies`), e.g. the super-linear
     :data:`E1_SUPERLINEAR` sensitivity check.
@@ -147,7 +149,7 @@ def hadis_e1(
     for need in (data / E1_REFERENCE, data / E1_TRACE):
         if not need.exists():
             raise ParameterError("data", f"{{param}} {data} has no {need.relative_to(data)}.")
-    configs = {b: e1_config(b) for b in blocks}  # refuses an unknown block first
+    configs = {b: replace(e1_config(b), seed=seed) for b in blocks}  # an unknown block first
     tmp = Path(tempfile.mkdtemp(prefix="hadis-e1-"))
     try:
         import_hadis_reference(data / E1_REFERENCE, tmp / "run", batch_latency=batch_latency)
@@ -188,6 +190,7 @@ def hadis_e1(
             "time_scale": E1_TIME_SCALE,
             "queries": len(workload),
             "limit": limit,
+            "seed": seed,
             "batch_latency": batch_latency,
             "discriminator_s_per_batch": E1_DISCRIMINATOR_S,
             "gpus": E1_GPUS,
