@@ -390,8 +390,10 @@ def render_scenario(result: ScenarioResult, console: Console) -> None:
     )
     for block in result.blocks:
         t = Table(title=block, box=box.SIMPLE_HEAD, header_style="bold", title_justify="left")
-        for col in ("system", "policy", "viol.", "authors'", "late", "drop", "FID", "authors'"):
-            t.add_column(col, justify="left" if col in ("system", "policy") else "right")
+        t.add_column("system")
+        t.add_column("policy", no_wrap=True)
+        for col in ("viol.", "a.viol.", "late", "drop", "FID", "a.FID"):
+            t.add_column(col, justify="right")
         for r in scenario_rows(result, block):
             t.add_row(
                 r["system"],
@@ -420,8 +422,8 @@ def render_scenario(result: ScenarioResult, console: Console) -> None:
     console.print(
         escape(
             f"The paper claims {lo:g}-{hi:g}x fewer violations and up to "
-            f"{claims['quality_gain']:.0%} better quality. viol. and FID are per query; "
-            "authors' is their figure's accounting (mean of 50 s points, 5-point moving average)."
+            f"{claims['quality_gain']:.0%} better quality. viol. and FID are per query; a. is "
+            "the authors' accounting (their figure: mean of 50 s points, 5-point moving average)."
         ),
         highlight=False,
         soft_wrap=True,
