@@ -12,7 +12,7 @@ table, run, GPUs and SLO; only the decision rule differs.
   each ablation gets its own Pareto front instead of the few rows of the hybrid
   front that happen to have r = 0 or d = 0. (When the table records no sweep
   settings, its rows are filtered instead; the result's notes say which.)
-  ``diffserve`` fixes one pair: ``--pair``, or the pair resolve picks on the
+  ``diffserve`` fixes one pair: ``pair``, or the pair resolve picks on the
   discriminator-only cascades at the workload's mean load.
 * ``clipper-light`` / ``clipper-heavy``: every GPU on the cheapest / most
   expensive model.
@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, ParameterError
 from hadis_profile.resolve import Plan, resolve
 from hadis_profile.table import CascadeTable, make_document
 
@@ -636,9 +636,8 @@ def _diffserve_table(ctx: Context, mean_qps: float, pair: tuple[str, str] | None
         )
         chosen = plan if plan.feasible else plan.fallback
         if chosen is None:
-            raise HadisError(
-                "No discriminator-only cascade fits the GPUs for diffserve; "
-                "pass --pair LIGHT,HEAVY."
+            raise ParameterError(
+                "pair", "No discriminator-only cascade fits the GPUs for diffserve; give {param}."
             )
         pair = (chosen.light, chosen.heavy)
         how = "at the mean load" if plan.feasible else "as the fallback at the mean load"
@@ -646,11 +645,14 @@ def _diffserve_table(ctx: Context, mean_qps: float, pair: tuple[str, str] | None
     light, heavy = pair
     for m in pair:
         if m not in ctx.table.models:
-            raise HadisError(
-                f"--pair names model '{m}', which is not in the table ({', '.join(ctx.models)})."
+            names = ", ".join(ctx.models)
+            raise ParameterError(
+                "pair", f"{{param}} names model '{m}', which is not in the table ({names})."
             )
     if ctx.index[light] >= ctx.index[heavy]:
-        raise HadisError(f"--pair {light},{heavy}: the light model must be the cheaper one.")
+        raise ParameterError(
+            "pair", f"{{param}} {light},{heavy}: the light model must be the cheaper one."
+        )
     return restricted_table(
         ctx,
         router=False,
