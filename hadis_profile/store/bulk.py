@@ -12,7 +12,12 @@ import numpy as np
 
 from hadis_profile.errors import HadisError
 from hadis_profile.store.catalogue import Catalogue
-from hadis_profile.store.values import check_metric_id, check_scorer, finite_array
+from hadis_profile.store.values import (
+    check_metric_id,
+    check_scorer,
+    finite_array,
+    storable_floats,
+)
 
 
 class BulkWriters(Catalogue):
@@ -132,10 +137,8 @@ class BulkWriters(Catalogue):
     def put_features_bulk(self, model: str, extractor: str, vectors: Any) -> np.ndarray:
         """Feature vectors [n_prompts, k, dim] (float32 kept as float32); creates missing images."""
         extractor = check_scorer(extractor)
-        arr = finite_array(vectors, f"feature vectors '{extractor}' of model '{model}'", ndim=3)
-        if arr.dtype != np.float32:
-            arr = arr.astype(np.float64)
-        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        what = f"feature vectors '{extractor}' of model '{model}'"
+        arr = storable_floats(vectors, what, ndim=3)
         n, k, dim = arr.shape
         if n != self.n_prompts():
             raise HadisError(

@@ -47,12 +47,18 @@ def finite_array(values: Any, what: str, ndim: int | None = None) -> np.ndarray:
     return arr
 
 
-def vector_blob(vector: Any, what: str) -> tuple[str, int, bytes]:
-    """(dtype name, dim, bytes) of a 1-D float vector; float32 stays float32 to halve storage."""
-    arr = finite_array(vector, what, ndim=1)
+def storable_floats(values: Any, what: str, ndim: int) -> np.ndarray:
+    """Finite floats as stored: float32 stays float32 (half the storage), anything else
+    becomes float64; contiguous and little-endian, so ``tobytes`` is the stored blob."""
+    arr = finite_array(values, what, ndim=ndim)
     if arr.dtype != np.float32:
         arr = arr.astype(np.float64)
-    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+
+
+def vector_blob(vector: Any, what: str) -> tuple[str, int, bytes]:
+    """(dtype name, dim, bytes) of a 1-D float vector."""
+    arr = storable_floats(vector, what, ndim=1)
     return arr.dtype.name, int(arr.shape[0]), arr.tobytes()
 
 
