@@ -438,7 +438,7 @@ def test_resume_helpers_and_reset(filled: RunStore) -> None:
 
 # --------------------------------------------------------------------------- migrations
 
-# The version-1 layout, written out here by hand (independent of store.py):
+# The version-1 layout, written out here by hand (independent of store/schema.py):
 # latency had no hardware, warmup or reps columns.
 V1_DDL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
