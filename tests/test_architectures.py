@@ -256,6 +256,16 @@ def test_unknown_architecture_and_dtype_name_the_parameter():
         nw.build_component("sd15", "transformer", device="meta")
 
 
+@pytest.mark.parametrize("arch", list(nw.architectures()))
+def test_every_architecture_assembles_its_pipeline_on_meta(arch):
+    pipe = nw.build_pipeline(arch, device="meta", dtype="fp16")
+    architecture = nw.get_architecture(arch)
+    assert type(pipe).__name__ == architecture.pipeline
+    for name, (_library, class_name) in architecture.components.items():
+        part = getattr(pipe, name)
+        assert (part is None) if class_name is None else type(part).__name__ == class_name
+
+
 def test_zoo_specs_build_their_pipelines_with_their_scheduler_override(zoo):
     """On meta: the whole pipeline is assembled (tokenizers included) without allocating."""
     import diffusers
@@ -297,6 +307,10 @@ def _track_max_activation(modules):
 def test_full_size_sd15_unet_step_on_cpu(sd15):
     unet = sd15.unet
     assert nw.checkpoint_numel(unet) == 859_520_964
+    # The documented random init: N(0, 1/fan_in) weights, zero biases, unit norm scales.
+    fan_in = 4 * 3 * 3
+    assert float(unet.conv_in.weight.std()) == pytest.approx(fan_in**-0.5, rel=0.05)
+    assert bool((unet.conv_norm_out.weight == 1).all() and (unet.conv_norm_out.bias == 0).all())
     latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     context = torch.randn(2, 77, 768, generator=torch.Generator().manual_seed(1))
     peak, handles = _track_max_activation([unet])

@@ -266,7 +266,11 @@ def _keep(tensor: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _random_init(module: torch.nn.Module, seed: int) -> None:
-    """Weights ~ N(0, 1/fan_in), biases 0, norm scales 1: finite in fp16 at any depth."""
+    """Weights ~ N(0, 1/fan_in), biases 0, norm scales 1.
+
+    Variance-preserving: at full size SD 1.5's activations peak around 20
+    (tests/test_architectures.py), far below fp16's 65504.
+    """
     import torch
 
     params = list(module.named_parameters())
