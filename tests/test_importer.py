@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hadis_profile.cli import app
-from hadis_profile.errors import HadisError, UsageError
+from hadis_profile.errors import HadisError, InputError, ParameterError
 from hadis_profile.importer import (
     HADIS_FID_METRIC,
     ImportSpec,
@@ -283,6 +283,19 @@ def test_bad_input_is_one_sentence_and_writes_nothing(small, tmp_path, change, m
     _assert_nothing_written(out)
 
 
+def test_existing_run_needs_fresh_and_features_need_weights(small, tmp_path) -> None:
+    out = tmp_path / "runs" / "twice"
+    run_import(_spec(small), out)
+    with pytest.raises(ParameterError, match="already exists; use fresh to replace it") as e:
+        run_import(_spec(small), out)
+    assert e.value.param == "fresh" and e.value.exit_code == 2
+    spec = _spec(small)
+    spec.router_weights = None
+    with pytest.raises(ParameterError, match="without router_weights") as e:
+        run_import(spec, tmp_path / "runs" / "no-weights")
+    _assert_nothing_written(tmp_path / "runs" / "no-weights")
+
+
 def test_failure_while_writing_leaves_no_run(small, tmp_path, monkeypatch) -> None:
     def boom(self, configs):
         raise HadisError("Simulated failure while writing.")
@@ -380,6 +393,6 @@ def test_generic_cli(small: dict, tmp_path: Path) -> None:
         app, ["import", "files", "--out", str(tmp_path / "x"), "--prompts", str(d / "prompts.txt"),
               "--model", "light", "--latency", "light=1:zero"],
     )  # fmt: skip
-    # CliRunner bypasses main(), so the UsageError (exit 2 there) surfaces as the exception.
-    assert res.exit_code != 0 and isinstance(res.exception, UsageError)
+    # CliRunner bypasses main(), so the InputError (exit 2 there) surfaces as the exception.
+    assert res.exit_code != 0 and isinstance(res.exception, InputError)
     assert "Latency spec 'light=1:zero'" in str(res.exception)
