@@ -238,3 +238,16 @@ def test_a_run_id_means_the_folder_under_outputs(synthetic_run, tmp_path):
     res = run("export", "syn", "--format", "csv", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert (synthetic_run / "export" / "prompts.csv").is_file()
+
+
+def test_kind_arg_choices_accept_what_the_library_reads():
+    fid, disc = options.FID_FEATURES, options.RUN_DISCRIMINATOR
+    for ok in ("none", "clip", "clip:openai/clip-vit-large-patch14", "inception:./w.pth",
+               "my_pkg.features:extract"):  # fmt: skip
+        assert fid(ok) == ok
+    for ok in ("clip", "none", "learned:runs/head.safetensors", "pkg:make_disc"):
+        assert disc(ok) == ok
+    for bad, choice in (("fdi", fid), ("clip:", fid), ("learned", disc), ("x.y", disc),
+                        ("pkg:", disc), ("1pkg:fn", disc)):  # fmt: skip
+        with pytest.raises(typer.BadParameter, match="is not one of"):
+            choice(bad)

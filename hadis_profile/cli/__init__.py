@@ -29,7 +29,14 @@ import typer
 from hadis_profile import __version__
 from hadis_profile.cli import data, demo, discriminator, inputs, router, run, simulate, table
 from hadis_profile.cli.options import HadisTyper, console, err_console
-from hadis_profile.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, HadisError, ParameterError
+from hadis_profile.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    HadisError,
+    ParameterError,
+)
 
 __all__ = ["app", "main"]
 
@@ -95,7 +102,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         render_error(err_console, "Aborted.")
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
     except typer.TyperException as e:  # bad command line, caught by Typer before any command
         if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
             render_error(err_console, _usage_sentence(e))

@@ -156,15 +156,13 @@ class SpecChoice:
     def __init__(self, bare: tuple[str, ...], with_arg: dict[str, str], *, plugin: bool) -> None:
         self.bare, self.with_arg, self.plugin = bare, with_arg, plugin
         kinds = [*bare, *(k for k in with_arg if k not in bare)]
-        shown = [
-            f"{k}[:{with_arg[k]}]"
-            if k in bare and k in with_arg
-            else f"{k}:{with_arg[k]}"
-            if k in with_arg
-            else k
-            for k in kinds
-        ]
-        self.metavar = "|".join([*shown, *(["MODULE:FN"] if plugin else [])])
+
+        def shown(kind: str) -> str:  # clip[:CKPT] (optional argument), learned:HEAD (required)
+            if kind not in with_arg:
+                return kind
+            return f"{kind}[:{with_arg[kind]}]" if kind in bare else f"{kind}:{with_arg[kind]}"
+
+        self.metavar = "|".join([*map(shown, kinds), *(["MODULE:FN"] if plugin else [])])
 
     def __call__(self, text: str) -> str:
         kind, sep, arg = text.partition(":")
