@@ -92,13 +92,17 @@ def test_choices_come_from_the_library_registries():
     from typing import get_args
 
     from hadis_profile import demo, pareto
+    from hadis_profile.router import CALIBRATION_METHODS
     from hadis_profile.simulate import POLICIES
+    from hadis_profile.simulate.policies import LATENCY_STATS
     from hadis_profile.store import EXPORT_FORMATS
 
     assert get_args(options.PairSelection) == pareto.PAIR_SELECTIONS
     assert get_args(options.ExportFormat) == tuple(EXPORT_FORMATS)
     assert get_args(options.DemoSource) == demo.SOURCES
     assert tuple(p.value for p in options.Policy) == tuple(POLICIES)
+    assert get_args(options.LatencyStat) == LATENCY_STATS
+    assert get_args(options.FitMethod) == CALIBRATION_METHODS
 
 
 @pytest.mark.parametrize(
