@@ -11,7 +11,7 @@ The library names its parameters in errors (:class:`ParameterError`);
 parameter. Every command is registered through :class:`HadisTyper`, which makes
 it a :class:`HadisCommand` and takes the per-command ``flags=`` overrides.
 
-Only Typer and ``hadis_profile.errors`` are imported here: ``--help`` stays fast.
+Only Typer, Rich's Console and ``hadis_profile.errors`` are imported here: ``--help`` stays fast.
 """
 
 from __future__ import annotations
