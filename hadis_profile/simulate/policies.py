@@ -645,9 +645,10 @@ def _diffserve_table(ctx: Context, mean_qps: float, pair: tuple[str, str] | None
     light, heavy = pair
     for m in pair:
         if m not in ctx.table.models:
-            names = ", ".join(ctx.models)
             raise ParameterError(
-                "pair", f"{{param}} names model '{m}', which is not in the table ({names})."
+                "pair",
+                f"{{param}} names model '{m}', which is not in the table "
+                f"({', '.join(ctx.models)}).",
             )
     if ctx.index[light] >= ctx.index[heavy]:
         raise ParameterError(
