@@ -6,10 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from hadis_profile.cli import app
 from hadis_profile.errors import HadisError, ParameterError
 from hadis_profile.importer import batch_latencies
 from hadis_profile.measurements import (
@@ -550,3 +555,102 @@ def test_e1_scenario_on_a_short_trace(shared_data, tmp_path) -> None:
     first = doc["blocks"]["authors"]["policies"][0]
     assert first["policy"] == "clipper-light-fit" and "authors_accounting" in first
     assert "| Clipper-Heavy | `clipper-heavy-fit` |" in (tmp_path / "e1" / "e1.md").read_text()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hadis_profile.cli", *args],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from hadis_profile.synthetic import write_synthetic_run
+    from hadis_profile.table import write_table
+
+    root = tmp_path_factory.mktemp("syn")
+    store = write_synthetic_run(root / "run", n_prompts=120)
+    meas = store.load_measurements()
+    store.close()
+    write_table(root / "table.json", compile_table(meas))
+    return root / "run", root / "table.json"
+
+
+def test_cli_choices_are_the_librarys() -> None:
+    from typing import get_args
+
+    from hadis_profile.cli import simulate as cmd
+    from hadis_profile.simulate.engine import BATCH_TIMES, DEMANDS, DISPATCHES
+    from hadis_profile.simulate.scenarios import SCENARIOS
+
+    assert get_args(cmd.Demand) == DEMANDS and get_args(cmd.Dispatch) == DISPATCHES
+    assert get_args(cmd.BatchTime) == BATCH_TIMES and get_args(cmd.Scenario) == SCENARIOS
+
+
+def test_cli_simulate_with_the_testbeds_rules(synthetic_run, tmp_path) -> None:
+    run, table = synthetic_run
+    trace = tmp_path / "t.txt"
+    trace.write_text("".join(f"{k * 150},{k % 120}\n" for k in range(400)))  # 60 s, 6.7 qps
+    res = CliRunner().invoke(
+        app,
+        ["simulate", str(table), "--run", str(run), "--gpus", "8", "--slo", "60",
+         "--trace", str(trace), "--time-scale", "10", "-p", "hadis-milp", "-p", "hadis",
+         "--dispatch", "random", "--admission", "1.5", "--demand", "in-flight", "--tick", "10",
+         "--batch-time", "hadis-worker", "--batch-overhead", "0.1", "--planner-clock", "0.1",
+         "--out", str(tmp_path / "o")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "hadis-milp" in res.output and "times x10" in res.output
+    doc = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert doc["config"]["dispatch"] == "random" and doc["config"]["admission"] == 1.5
+    assert doc["workload"]["duration_s"] == pytest.approx(399 * 1.5)
+    base = ["simulate", str(table), "--run", str(run), "--gpus", "8", "--slo", "60"]
+    proc = cli(*base, "--rate", "2", "--demand", "guess")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "--demand" in proc.stderr
+    proc = cli(*base, "--trace", str(trace), "--time-scale", "-1")  # the library's check
+    assert proc.returncode == 2 and "--time-scale must be a positive number" in proc.stderr
+    proc = cli(*base, "--rate", "2", "--tick", "0")
+    assert proc.returncode == 2 and "--tick must be a positive number" in proc.stderr
+
+
+def test_cli_scenario(shared_data, tmp_path) -> None:
+    out = tmp_path / "e1"
+    res = CliRunner().invoke(
+        app,
+        ["simulate", "--scenario", "hadis-e1", "--data", str(shared_data), "--limit", "800",
+         "--blocks", "authors", "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "clipper-heavy-fit" in res.output and "2.7-45x fewer violations" in res.output
+    assert (out / "authors" / "simulate.png").is_file() and (out / "e1.md").is_file()
+    proc = cli("simulate", "--scenario", "hadis-e1", "--gpus", "4")
+    assert proc.returncode == 2 and "drop --gpus" in proc.stderr
+    proc = cli("simulate", "--scenario", "hadis-e1", "--data", str(tmp_path))
+    assert proc.returncode == 2 and "--data" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("simulate", "--scenario", "hadis-e1", "--data", str(shared_data), "--blocks", "x")
+    assert proc.returncode == 2 and "--blocks names 'x'" in proc.stderr
+
+
+def test_cli_import_batch_latency_flag(shared_data, tmp_path) -> None:
+    proc = cli("import", "hadis-reference", str(shared_data / "hadis-reference"),
+               "--out", str(tmp_path / "r"), "--batch-latency", "linear:0")  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--batch-latency must be 'linear:FACTOR'" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_help_lists_every_policy() -> None:
+    from hadis_profile.cli import simulate as cmd
+    from hadis_profile.simulate import ALL_POLICIES, POLICIES
+
+    res = CliRunner().invoke(app, ["simulate", "--help"], env={"COLUMNS": "250"})
+    text = " ".join(res.output.split())
+    line = text[text.index("--policy") :]
+    ours, authors = line.split("; or the HADIS authors' definition of a system: ")
+    assert [p for p in ALL_POLICIES if p in ours.split(": ", 1)[1]] == list(POLICIES)
+    assert all(p in authors for p in AUTHORS_POLICIES)
+    assert frozenset(POLICIES) == cmd._OURS
