@@ -15,6 +15,11 @@ GPUs with a 30 s SLO. Two tables:
 Each policy is timed alone (``run_policy``: the event loop, not table
 compilation), median of ``--repeats`` runs; the full ``simulate()`` call with all
 8 policies (restricted tables compiled, summaries and windows) is timed too.
+
+With ../shared/data, two E1 timings follow: the HADIS authors' six systems
+under their testbed's rules (random per-worker queues, admission, in-flight
+demand; reference latencies with ``linear:0.9`` batches) on the same load, and
+the whole ``hadis-e1`` scenario (import, table, both blocks, accounting).
 """
 
 from __future__ import annotations
@@ -110,6 +115,42 @@ def main() -> None:
             simulate(table, meas, wl, list(POLICIES), SimConfig(gpus=args.gpus, slo_s=args.slo))
             took = time.perf_counter() - t0
             print(f"  simulate() with all {len(POLICIES)} policies: {took:.2f} s\n")
+        if (SHARED / "hadis-reference").is_dir():
+            e1(Path(d), args)
+
+
+def e1(tmp: Path, args: argparse.Namespace) -> None:
+    from hadis_profile.importer import import_hadis_reference
+    from hadis_profile.simulate import AUTHORS_POLICIES
+    from hadis_profile.simulate.run import build_policy
+    from hadis_profile.simulate.scenarios import e1_config, hadis_e1
+
+    import_hadis_reference(SHARED / "hadis-reference", tmp / "e1", batch_latency="linear:0.9")
+    with RunStore.open(tmp / "e1") as store:
+        meas = store.load_measurements()
+    table = CascadeTable(compile_table(meas, nominal=True, pairs="adjacent", per_pair=True))
+    wl = poisson_workload(1.0, args.peak, args.duration, meas.n_prompts, seed=args.seed)
+    prompts, _ = wl.mapped_prompts(meas.n_prompts)
+    config = e1_config("authors")
+    ctx = build_context(table, meas, gpus=config.gpus, slo_s=config.slo_s)
+    opts = {k: getattr(config, k) for k in ("tick_s", "demand", "admission", "batch_overhead_s",
+                                            "batch_time", "dispatch", "seed")}  # fmt: skip
+    print(f"E1 rules (authors' systems, {len(wl):,} queries, 16 GPUs, SLO 60 s):")
+    print(f"  {'policy':<18} {'median s':>9} {'min s':>7} {'queries/s':>11}")
+    for p in AUTHORS_POLICIES:
+        times = []
+        for _ in range(args.repeats):
+            pol = build_policy(p, ctx, mean_qps=wl.mean_qps, config=config)
+            t0 = time.perf_counter()
+            run_policy(ctx, pol, wl.arrivals_s, prompts, **opts)
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        print(f"  {p:<18} {med:>9.3f} {min(times):>7.3f} {len(wl) / med:>11,.0f}")
+    t0 = time.perf_counter()
+    hadis_e1(SHARED)
+    print(
+        f"  the hadis-e1 scenario (12,270 queries, 14 policies): {time.perf_counter() - t0:.2f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -308,6 +308,62 @@ def parse_latency_spec(text: str) -> tuple[str, dict[int, float]]:
     return name, out
 
 
+#: The batch sizes HADIS's testbed allows (config.ALLOWED_BATCH_SIZES in the authors' code).
+HADIS_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+_BATCH_LATENCY_SYNTAX = "'linear:FACTOR' or 'scale:BATCH=MULTIPLE[,BATCH=MULTIPLE...]'"
+
+
+def batch_latencies(
+    base_s: float, spec: str, batch_sizes: tuple[int, ...] = HADIS_BATCH_SIZES
+) -> dict[int, float]:
+    """Seconds per batch for each of ``batch_sizes``, from one batch-size-1 latency.
+
+    Published numbers are often per image at batch size 1; a simulation with
+    batching needs a rule for larger batches, and it has to be stated:
+
+    * ``linear:F``: a batch of b > 1 costs ``b * base * F`` (HADIS's testbed uses
+      ``linear:0.9``, config.py ``BATCH_DISCOUNT``); ``linear:1`` is no batching gain.
+    * ``scale:2=2.21,4=4.47``: measured multiples of the batch-1 latency; a size
+      above the largest listed one costs that size's per-image time (b * base *
+      4.47 / 4 here), a size below it that is not listed is refused.
+    """
+    kind, _, args = spec.partition(":")
+    kind = kind.strip()
+    multiple: dict[int, float] = {1: 1.0}
+    try:
+        if kind == "linear":
+            factor = float(args)
+            if not (math.isfinite(factor) and factor > 0):
+                raise ValueError
+            multiple.update({b: b * factor for b in batch_sizes if b > 1})
+        elif kind == "scale":
+            for part in args.split(","):
+                b_text, eq, m_text = part.partition("=")
+                b, m = int(b_text), float(m_text)
+                if not eq or b < 1 or not (math.isfinite(m) and m > 0):
+                    raise ValueError
+                multiple[b] = m
+            top = max(multiple)
+            per_image = multiple[top] / top
+            for b in batch_sizes:
+                if b > top:
+                    multiple[b] = b * per_image
+        else:
+            raise ValueError
+    except ValueError:
+        raise ParameterError(
+            "batch_latency", f"{{param}} must be {_BATCH_LATENCY_SYNTAX}, not '{spec}'."
+        ) from None
+    missing = [b for b in batch_sizes if b not in multiple]
+    if missing:
+        raise ParameterError(
+            "batch_latency", f"{{param}} '{spec}' gives no multiple for batch size {missing[0]}."
+        )
+    if not (math.isfinite(base_s) and base_s > 0):
+        raise ParameterError("base_s", f"{{param}} must be positive seconds, not {base_s!r}.")
+    return {b: base_s * multiple[b] for b in batch_sizes}
+
+
 def read_latency_yaml(path: Path) -> dict[str, dict[int, float]]:
     """A small YAML: ``model: {batch: seconds}`` (or ``model: seconds`` for batch size 1)."""
     import yaml  # lazily: only this command reads YAML
@@ -550,17 +606,22 @@ def hadis_reference_spec(
     hardware_label: str = HADIS_HARDWARE,
     device_name: str | None = HADIS_DEVICE_NAME,
     external: bool = True,
+    batch_latency: str | None = None,
 ) -> ImportSpec:
     """The HADIS reference data set as an :class:`ImportSpec`.
 
-    ``latencies`` overrides (per model, per batch size) the published batch-1
-    L40S numbers; models may be named by name or by index 0..3.
+    ``batch_latency`` (see :func:`batch_latencies`, e.g. ``"linear:0.9"``) derives
+    batch sizes 1-32 from the published batch-1 L40S numbers; ``latencies``
+    overrides them per model and batch size (models named by name or index 0..3).
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise HadisError(f"The HADIS reference folder {data_dir} does not exist.")
     names = [m[0] for m in HADIS_MODELS]
-    merged: dict[str, dict[int, float]] = {name: {1: secs} for name, _, _, secs in HADIS_MODELS}
+    merged: dict[str, dict[int, float]] = {
+        name: batch_latencies(secs, batch_latency) if batch_latency else {1: secs}
+        for name, _, _, secs in HADIS_MODELS
+    }
     for key, points in (latencies or {}).items():
         name = names[int(key)] if key.isdigit() and int(key) < len(names) else key
         if name not in merged:
@@ -597,6 +658,11 @@ def hadis_reference_spec(
             "source": "hadis-reference",
             "paper": "arXiv 2509.00642",
             "latency_note": "published per-image batch-1 latencies on an NVIDIA L40S",
+            **(
+                {"batch_latency": batch_latency, "batch_sizes": list(HADIS_BATCH_SIZES)}
+                if batch_latency
+                else {}
+            ),
             **({"latency_overrides": latencies} if latencies else {}),
         },
     )
@@ -611,6 +677,7 @@ def import_hadis_reference(
     hardware_label: str = HADIS_HARDWARE,
     device_name: str | None = HADIS_DEVICE_NAME,
     external: bool = True,
+    batch_latency: str | None = None,
 ) -> ImportSummary:
     """Import the HADIS reference data set into run folder ``out``."""
     spec = hadis_reference_spec(
@@ -619,5 +686,6 @@ def import_hadis_reference(
         hardware_label=hardware_label,
         device_name=device_name,
         external=external,
+        batch_latency=batch_latency,
     )
     return run_import(spec, out, fresh=fresh)

@@ -93,14 +93,14 @@ def test_choices_come_from_the_library_registries():
 
     from hadis_profile import demo, pareto
     from hadis_profile.router import CALIBRATION_METHODS
-    from hadis_profile.simulate import POLICIES
+    from hadis_profile.simulate import ALL_POLICIES
     from hadis_profile.simulate.policies import LATENCY_STATS
     from hadis_profile.store import EXPORT_FORMATS
 
     assert get_args(options.PairSelection) == pareto.PAIR_SELECTIONS
     assert get_args(options.ExportFormat) == tuple(EXPORT_FORMATS)
     assert get_args(options.DemoSource) == demo.SOURCES
-    assert tuple(p.value for p in options.Policy) == tuple(POLICIES)
+    assert tuple(p.value for p in options.Policy) == tuple(ALL_POLICIES)
     assert get_args(options.LatencyStat) == LATENCY_STATS
     assert get_args(options.FitMethod) == CALIBRATION_METHODS
 
@@ -116,7 +116,6 @@ def test_choices_come_from_the_library_registries():
         (["zoo", "tiny"], "--clip-vocab", "mini|openai"),
         (["simulate"], "--latency-stat", "p99|mean|p50|p90"),
         (["simulate"], "--spare", "spread|idle"),
-        (["simulate"], "--policy", "|".join(p.value for p in options.Policy)),
         (["run"], "--fid", "none|clip[:CKPT]|inception[:WEIGHTS]|MODULE:FN"),
         (["run"], "--discriminator", "clip|none|learned:HEAD|MODULE:FN"),
         (["run"], "--scorer", "clip_score[:CKPT]|pick_score[:MODEL[,PROCESSOR]]|MODULE:FN"),

@@ -77,6 +77,14 @@ def import_hadis_reference_cmd(
     external: Annotated[
         bool, typer.Option(help="Import the authors' FID sweep (config_results_hybrid.csv).")
     ] = True,
+    batch_latency: Annotated[
+        str | None,
+        typer.Option(
+            "--batch-latency",
+            help="Derive batch sizes 1-32 from the batch-1 latencies: linear:F (b x base x F for "
+            "b > 1; HADIS's testbed uses linear:0.9) or scale:2=M2,4=M4 (measured multiples).",
+        ),
+    ] = None,
     fresh: FreshOption = False,
 ) -> None:
     """Import the HADIS reference data (arXiv 2509.00642): 4 models, 5,000 prompts."""
@@ -91,6 +99,7 @@ def import_hadis_reference_cmd(
         hardware_label=hardware,
         device_name=device_name,
         external=external,
+        batch_latency=batch_latency,
     )
     render_import_summary(summary, console)
 

@@ -186,7 +186,8 @@ SpareGpus = Literal["spread", "idle"]
 
 
 class Policy(str, Enum):
-    """The serving policies ``simulate`` compares (``simulate.POLICIES``)."""
+    """The serving policies ``simulate`` compares (``simulate.ALL_POLICIES``): ours, then the
+    HADIS authors' definitions of E1's six systems."""
 
     hadis = "hadis"
     diffserve = "diffserve"
@@ -196,6 +197,12 @@ class Policy(str, Enum):
     clipper_heavy = "clipper-heavy"
     proteus = "proteus"
     infaas = "infaas"
+    clipper_light_fit = "clipper-light-fit"
+    clipper_heavy_fit = "clipper-heavy-fit"
+    infaas_acc = "infaas-acc"
+    proteus_milp = "proteus-milp"
+    diffserve_fixed = "diffserve-fixed"
+    hadis_milp = "hadis-milp"
 
 
 FID_FEATURES = SpecChoice(

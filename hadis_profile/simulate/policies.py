@@ -12,7 +12,7 @@ table, run, GPUs and SLO; only the decision rule differs.
   each ablation gets its own Pareto front instead of the few rows of the hybrid
   front that happen to have r = 0 or d = 0. (When the table records no sweep
   settings, its rows are filtered instead; the result's notes say which.)
-  ``diffserve`` fixes one pair: ``--pair``, or the pair resolve picks on the
+  ``diffserve`` fixes one pair: ``pair``, or the pair resolve picks on the
   discriminator-only cascades at the workload's mean load.
 * ``clipper-light`` / ``clipper-heavy``: every GPU on the cheapest / most
   expensive model.
@@ -46,6 +46,7 @@ from hadis_profile.table import CascadeTable, make_document
 
 if TYPE_CHECKING:
     from hadis_profile.measurements import Measurements
+    from hadis_profile.simulate.testbed import Telemetry
 
 POLICIES = (
     "hadis",
@@ -91,7 +92,7 @@ class Assignment:
     r: float | None = None
     d: float | None = None
     plan_qps: float = 0.0
-    status: str = "ok"  # ok | fallback | fallback-no-slo | overloaded
+    status: str = "ok"  # ok | fallback | fallback-no-slo | overloaded | shed | init
     label: str = ""
 
     @property
@@ -415,7 +416,14 @@ class Policy:
 
     name = "policy"
 
-    def plan(self, t: float, qps: float) -> Assignment:
+    #: HADIS's admission multiple of the SLO for this policy (None: the run's setting)
+    admission_factor: float | None = None
+    #: how the HADIS authors' analysis scores its quality: "config" (table FID of the plan
+    #: in force), "mix" (from the share each model served), "dominant" (its main model)
+    authors_fid = "mix"
+
+    def plan(self, t: float, qps: float, tel: Telemetry | None = None) -> Assignment:
+        """The assignment for the estimated load ``qps``; ``tel``: the controller's telemetry."""
         raise NotImplementedError
 
     def tick(self, t: float, qps: float, backlog: list[int], current: Assignment):
@@ -428,8 +436,9 @@ class ResolvePolicy(Policy):
     def __init__(self, ctx: Context, name: str, table: CascadeTable) -> None:
         self.ctx, self.name, self.table = ctx, name, table
         self._last: Assignment | None = None
+        self.authors_fid = "mix" if name == "diffserve" else "config"
 
-    def plan(self, t: float, qps: float) -> Assignment:
+    def plan(self, t: float, qps: float, tel: Telemetry | None = None) -> Assignment:
         ctx = self.ctx
         plan = resolve(
             self.table, qps=max(qps, 1e-9), slo_s=ctx.slo_s, gpus=ctx.gpus, headroom=ctx.headroom
@@ -451,7 +460,7 @@ class SinglePolicy(Policy):
     def __init__(self, ctx: Context, name: str, model: int) -> None:
         self.ctx, self.name, self.model = ctx, name, model
 
-    def plan(self, t: float, qps: float) -> Assignment:
+    def plan(self, t: float, qps: float, tel: Telemetry | None = None) -> Assignment:
         return _single_assignment(self.ctx, self.name, self.model, qps)
 
 
@@ -480,7 +489,7 @@ class ProteusPolicy(Policy):
             fits = [min(range(len(ctx.models)), key=lambda m: (self.cost[m], m))]
         self.cands = fits
 
-    def plan(self, t: float, qps: float) -> Assignment:
+    def plan(self, t: float, qps: float, tel: Telemetry | None = None) -> Assignment:
         ctx, G = self.ctx, self.ctx.gpus
         lam = max(qps, 0.0) * ctx.headroom
         cands, c, v = self.cands, self.cost, self.value
@@ -534,6 +543,7 @@ class InfaasPolicy(Policy):
     """One model at a time, stepped down/up on expected latency (see module doc)."""
 
     name = "infaas"
+    authors_fid = "dominant"
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -550,7 +560,7 @@ class InfaasPolicy(Policy):
             return math.inf
         return lat + backlog / mu + lat * rho / (2 * ctx.gpus * (1 - rho))
 
-    def plan(self, t: float, qps: float) -> Assignment:
+    def plan(self, t: float, qps: float, tel: Telemetry | None = None) -> Assignment:
         if self.current is None:
             slo = self.ctx.slo_s
             fits = [
@@ -626,9 +636,8 @@ def _diffserve_table(ctx: Context, mean_qps: float, pair: tuple[str, str] | None
         )
         chosen = plan if plan.feasible else plan.fallback
         if chosen is None:
-            raise HadisError(
-                "No discriminator-only cascade fits the GPUs for diffserve; "
-                "pass --pair LIGHT,HEAVY."
+            raise ParameterError(
+                "pair", "No discriminator-only cascade fits the GPUs for diffserve; give {param}."
             )
         pair = (chosen.light, chosen.heavy)
         how = "at the mean load" if plan.feasible else "as the fallback at the mean load"

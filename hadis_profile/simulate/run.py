@@ -23,12 +23,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hadis_profile.errors import HadisError
-from hadis_profile.simulate.engine import DROPPED, SERVED, PolicyRun, run_policy
+from hadis_profile.errors import HadisError, ParameterError
+from hadis_profile.simulate.authors import AUTHORS_POLICIES, make_authors_policy
+from hadis_profile.simulate.engine import (
+    BATCH_TIMES,
+    DEMANDS,
+    DISPATCHES,
+    DROPPED,
+    SERVED,
+    PolicyRun,
+    run_policy,
+)
 from hadis_profile.simulate.policies import (
     CASCADE_POLICIES,
     POLICIES,
     Context,
+    Policy,
     build_context,
     make_policy,
 )
@@ -39,11 +49,20 @@ if TYPE_CHECKING:
     from hadis_profile.table import CascadeTable
 
 LATE_TOL_S = 1e-9
+#: every policy name simulate() accepts: ours, then the HADIS authors' E1 variants
+ALL_POLICIES = POLICIES + AUTHORS_POLICIES
+_TWO_MODEL = CASCADE_POLICIES | {"diffserve-fixed", "hadis-milp"}
 
 
 @dataclass(frozen=True)
 class SimConfig:
-    """The cluster, the SLO and the control loop (see the CLI for each option)."""
+    """The cluster, the SLO and the control loop (see the CLI for each option).
+
+    The defaults are our model; HADIS's E1 testbed (docs/simulate.md) is
+    ``tick_s`` = one controller second, ``demand="in-flight"``, ``admission=1.5``,
+    ``batch_overhead_s`` = the discriminator's time, ``batch_time="hadis-worker"``,
+    ``dispatch="random"`` and ``planner_clock`` = the testbed's time compression.
+    """
 
     gpus: int
     slo_s: float
@@ -56,6 +75,14 @@ class SimConfig:
     window_s: float = 10.0
     spare: str = "spread"
     pair: tuple[str, str] | None = None
+    tick_s: float = 1.0
+    demand: str = "arrivals"
+    admission: float | None = None
+    batch_overhead_s: float = 0.0
+    batch_time: str = "ceil"
+    dispatch: str = "shared"
+    seed: int = 0
+    planner_clock: float | None = None
 
     def check(self) -> None:
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 1:
@@ -77,6 +104,24 @@ class SimConfig:
             raise HadisError(f"headroom must be at least 1, not {self.headroom!r}.")
         if not (0 < self.ewma_alpha <= 1):
             raise HadisError(f"ewma_alpha must be in (0, 1], not {self.ewma_alpha!r}.")
+        for name, v in (("tick_s", self.tick_s), ("admission", self.admission),
+                        ("planner_clock", self.planner_clock)):  # fmt: skip
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ParameterError(name, f"{{param}} must be a positive number, not {v!r}.")
+        if not (math.isfinite(self.batch_overhead_s) and self.batch_overhead_s >= 0):
+            raise ParameterError(
+                "batch_overhead_s",
+                f"{{param}} must be zero or more seconds, not {self.batch_overhead_s!r}.",
+            )
+        for name, v, choices in (
+            ("demand", self.demand, DEMANDS),
+            ("batch_time", self.batch_time, BATCH_TIMES),
+            ("dispatch", self.dispatch, DISPATCHES),
+        ):
+            if v not in choices:
+                raise ParameterError(
+                    name, f"{{param}} must be one of {', '.join(choices)}, not {v!r}."
+                )
 
 
 @dataclass
@@ -224,6 +269,13 @@ def window_rows(ctx: Context, run: PolicyRun, window_s: float) -> list[dict]:
     return rows
 
 
+def build_policy(name: str, ctx: Context, *, mean_qps: float, config: SimConfig) -> Policy:
+    """One of :data:`ALL_POLICIES`: ours from ``policies``, the authors' from ``authors``."""
+    if name in AUTHORS_POLICIES:
+        return make_authors_policy(name, ctx, clock=config.planner_clock, pair=config.pair)
+    return make_policy(name, ctx, mean_qps=mean_qps, pair=config.pair)
+
+
 def simulate(
     table: CascadeTable,
     meas: Measurements,
@@ -236,8 +288,8 @@ def simulate(
     if not policies:
         raise HadisError("Name at least one policy to simulate.")
     for p in policies:
-        if p not in POLICIES:
-            raise HadisError(f"Unknown policy '{p}': choose from {', '.join(POLICIES)}.")
+        if p not in ALL_POLICIES:
+            raise HadisError(f"Unknown policy '{p}': choose from {', '.join(ALL_POLICIES)}.")
     if len(set(policies)) != len(policies):
         raise HadisError("A policy is named twice.")
     if len(workload) == 0:
@@ -274,16 +326,17 @@ def simulate(
         )
     if all(set(p) == {1} for p in ctx.lat):
         notes.append("The latency profile has batch size 1 only, so every batch is one query.")
-    if any(p in CASCADE_POLICIES for p in policies) and config.gpus < 2:
+    if any(p in _TWO_MODEL for p in policies) and config.gpus < 2:
         raise HadisError(
-            f"The cascade policies ({', '.join(p for p in policies if p in CASCADE_POLICIES)}) "
+            f"The cascade policies ({', '.join(p for p in policies if p in _TWO_MODEL)}) "
             f"need at least 2 GPUs, one per model, but only {config.gpus} was given."
         )
     duration = float(arrivals[-1]) if arrivals[-1] > 0 else 1.0
     mean_qps = len(arrivals) / duration
-    built = [make_policy(p, ctx, mean_qps=mean_qps, pair=config.pair) for p in policies]
-    runs = [
-        run_policy(
+    built = [build_policy(p, ctx, mean_qps=mean_qps, config=config) for p in policies]
+    runs = []
+    for pol in built:
+        run = run_policy(
             ctx,
             pol,
             arrivals,
@@ -292,9 +345,16 @@ def simulate(
             switch_s=config.switch_s,
             drop_factor=config.drop_factor,
             ewma_alpha=config.ewma_alpha,
+            tick_s=config.tick_s,
+            demand=config.demand,
+            admission=config.admission,
+            batch_overhead_s=config.batch_overhead_s,
+            batch_time=config.batch_time,
+            dispatch=config.dispatch,
+            seed=config.seed,
         )
-        for pol in built
-    ]
+        run.fid_accounting = pol.authors_fid
+        runs.append(run)
     windows = [row for run in runs for row in window_rows(ctx, run, config.window_s)]
     notes.extend(ctx.notes)
     return SimulationResult(

@@ -14,6 +14,7 @@ so arrivals are stably sorted and the number of such lines is reported;
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, ParameterError
 from hadis_profile.fileio import read_bytes
 
 
@@ -33,6 +34,7 @@ class Workload:
     prompt_ids: np.ndarray  # int64 [n], >= 0, before mapping onto a run's prompts
     source: str
     reordered: int = 0  # lines that arrived earlier than the line before them
+    time_scale: float = 1.0  # arrival times were multiplied by this (see time_scaled)
 
     def __len__(self) -> int:
         return int(self.arrivals_s.shape[0])
@@ -45,6 +47,28 @@ class Workload:
     @property
     def mean_qps(self) -> float:
         return len(self) / self.duration_s if self.duration_s > 0 else float(len(self))
+
+    def time_scaled(self, factor: float) -> Workload:
+        """The same queries with every arrival time multiplied by ``factor``.
+
+        A trace replayed compressed (HADIS's E1 runs its trace 10x faster, with
+        latencies and SLO scaled by 0.1) is replayed in the paper's units with
+        ``factor=10``: the load in queries/s divides by ten, the schedule is kept.
+        """
+        if isinstance(factor, bool) or not (
+            isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0
+        ):
+            raise ParameterError(
+                "time_scale", f"{{param}} must be a positive number, not {factor!r}."
+            )
+        if factor == 1:
+            return self
+        return dataclasses.replace(
+            self,
+            arrivals_s=self.arrivals_s * float(factor),
+            source=f"{self.source}, times x{factor:g}",
+            time_scale=self.time_scale * float(factor),
+        )
 
     def mapped_prompts(self, n_prompts: int) -> tuple[np.ndarray, int]:
         """(prompt index modulo ``n_prompts``, how many ids were >= ``n_prompts``)."""
