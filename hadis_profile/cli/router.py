@@ -144,7 +144,7 @@ def router_score_cmd(
         scores = router.score(prompts)
     else:
         X = router.features(prompts)
-        scores = router.fit_normalisation(features=X).score_features(X)
+        scores = router.fit_normalisation(X).score_features(X)
     rows = ([p, repr(float(s))] for p, s in zip(prompts, scores, strict=True))
     _write_csv(out, ["prompt", "score"], rows)
     if spec_out is not None:
@@ -156,7 +156,7 @@ def router_score_cmd(
 def _score_run(run: Path, router, *, fit: bool, out: Path | None, spec_out: Path | None) -> None:
     """`router score --run`: features + scores + spec into the run's store, one transaction."""
     from hadis_profile.report.terminal import render_router_stored
-    from hadis_profile.router import score_run
+    from hadis_profile.router_run import score_run
     from hadis_profile.store import RunStore
 
     with RunStore.open(run) as store:
@@ -204,7 +204,7 @@ def router_fit_cmd(
 ) -> None:
     """Fit router weights to each prompt's gain from the heavy model; store them for pareto."""
     from hadis_profile.report.terminal import render_calibration, render_fit_stored, write_json
-    from hadis_profile.router import fit_run_router
+    from hadis_profile.router_run import fit_run_router
     from hadis_profile.store import RunStore
 
     with RunStore.open(run) as store:
