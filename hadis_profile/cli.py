@@ -989,8 +989,8 @@ def run_cmd(
     rerunning the same command resumes where it stopped.
     """
     from hadis_profile.errors import UsageError
+    from hadis_profile.measure.devices import parse_devices
     from hadis_profile.measure.profiler import RunOptions, render_report, run_profile
-    from hadis_profile.measure.shard import parse_devices
 
     if devices is not None and device is not None:
         raise UsageError("--device and --devices are mutually exclusive; pass one of them.")
@@ -1241,7 +1241,7 @@ def discriminator_train_cmd(
     from rich.markup import escape
     from rich.table import Table
 
-    from hadis_profile.discriminator import train_discriminator
+    from hadis_profile.measure.discriminator_run import train_discriminator
 
     res = train_discriminator(
         real,
@@ -1310,7 +1310,7 @@ def discriminator_score_cmd(
     """
     from rich.markup import escape
 
-    from hadis_profile.discriminator import score_run
+    from hadis_profile.measure.discriminator_run import score_run
 
     res = score_run(
         _run_dir(run),
@@ -1341,7 +1341,12 @@ def main() -> None:
     except HadisError as e:
         from rich.markup import escape
 
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        from hadis_profile.errors import ParameterError
+
+        text = str(e)
+        if isinstance(e, ParameterError):  # the library names the parameter; say the flag
+            text = e.for_flag("--" + e.param.replace("_", "-"))
+        err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("Interrupted; everything finished so far is saved.")

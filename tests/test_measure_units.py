@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from hadis_profile.errors import HadisError  # noqa: E402
 from hadis_profile.measure import latency as L  # noqa: E402
+from hadis_profile.measure import memory as M  # noqa: E402
 from hadis_profile.measure import scorers as S  # noqa: E402
 from hadis_profile.measure.generate import image_seed  # noqa: E402
 
@@ -46,12 +47,12 @@ def test_outlier_warning():
 
 
 def test_is_oom():
-    assert L.is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
-    assert L.is_oom(RuntimeError("CUDA error: out of memory"))
-    assert L.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
-    assert L.is_oom(MemoryError())
-    assert not L.is_oom(RuntimeError("shape mismatch"))
-    assert not L.is_oom(ValueError("out of memory"))  # not an allocator error
+    assert M.is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert M.is_oom(RuntimeError("CUDA error: out of memory"))
+    assert M.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
+    assert M.is_oom(MemoryError())
+    assert not M.is_oom(RuntimeError("shape mismatch"))
+    assert not M.is_oom(ValueError("out of memory"))  # not an allocator error
 
 
 def _fake_model(
@@ -129,8 +130,8 @@ def test_overhead_helpers_report_per_item_seconds():
 
 
 def test_peak_rss_is_positive():
-    L.reset_peak_rss()
-    assert L.peak_rss() > 1_000_000
+    M.reset_peak_rss()
+    assert M.peak_rss() > 1_000_000
 
 
 # ----------------------------------------------------------------------------- seeds

@@ -7,12 +7,7 @@ so that what is measured is the pipeline, not the profiler
 a bare loop). Everything else (percentiles, memory, warnings) happens once per
 batch size, outside the timed region.
 
-On CUDA each batch size starts from an emptied allocator cache with reset peak
-statistics, so ``peak_mem_bytes`` (``max_memory_reserved``: what the device
-must hold for this batch, fragmentation included) belongs to that batch size
-alone. On the CPU the peak RSS is reset through ``/proc/self/clear_refs``
-where Linux allows it, else it is the process-lifetime peak (documented as such
-in :attr:`LatencyPoint.peak_rss_resettable`).
+Each batch size's peak memory is measured on its own (:mod:`.memory`).
 
 An out-of-memory error is not a crash: the point is recorded as infeasible,
 memory is freed, and the sweep stops growing the batch for that model.
@@ -20,10 +15,7 @@ memory is freed, and the sweep stops growing the batch for that model.
 
 from __future__ import annotations
 
-import gc
 import math
-import re
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from hadis_profile.measure.memory import MemoryMonitor, free_memory, is_oom
 from hadis_profile.measurements import LatencyStats
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
@@ -135,108 +128,6 @@ def outlier_warning(samples: Sequence[float]) -> str | None:
         "Timings look disturbed (" + ", ".join(problems) + "); other load on the machine or "
         "too few warm-up runs may have interfered. Consider more --warmup or --reps."
     )
-
-
-# --------------------------------------------------------------------------- memory
-
-
-def is_oom(exc: BaseException) -> bool:
-    """True for CUDA (and CPU allocator) out-of-memory errors, whatever their class."""
-    if isinstance(exc, MemoryError):
-        return True
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        oom_types = tuple(
-            t
-            for t in (
-                getattr(torch, "OutOfMemoryError", None),
-                getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None),
-            )
-            if isinstance(t, type)
-        )
-        if oom_types and isinstance(exc, oom_types):
-            return True
-    if isinstance(exc, RuntimeError):
-        msg = str(exc).lower()
-        return any(
-            s in msg
-            for s in (
-                "out of memory",
-                "can't allocate memory",
-                "alloc_failed",
-                "failed to allocate",
-            )
-        )
-    return False
-
-
-def free_memory(device: str = "cpu") -> None:
-    """Collect garbage and give cached CUDA blocks back, so the next point starts clean."""
-    gc.collect()
-    if str(device).startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
-
-
-_HWM = re.compile(r"VmHWM:\s+(\d+)\s+kB")
-
-
-def _vm_hwm() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            m = _HWM.search(f.read())
-        return int(m.group(1)) * 1024 if m else None
-    except OSError:
-        return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux ``clear_refs`` 5); False if unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int:
-    """Peak resident set size in bytes (since the last reset where supported)."""
-    hwm = _vm_hwm()
-    if hwm is not None:
-        return hwm
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
-
-
-class MemoryMonitor:
-    """Peak memory of one batch size: CUDA allocator peaks or the process peak RSS."""
-
-    def __init__(self, device: str = "cpu") -> None:
-        self.device = device
-        self.cuda = str(device).startswith("cuda")
-        self.resettable = True
-
-    def start(self) -> None:
-        free_memory(self.device)
-        if self.cuda:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self.resettable = reset_peak_rss()
-
-    def stop(self) -> dict[str, int | None]:
-        if self.cuda:
-            import torch
-
-            return {
-                "peak_allocated": int(torch.cuda.max_memory_allocated(self.device)),
-                "peak_reserved": int(torch.cuda.max_memory_reserved(self.device)),
-                "peak_rss": None,
-            }
-        return {"peak_allocated": None, "peak_reserved": None, "peak_rss": peak_rss()}
 
 
 # --------------------------------------------------------------------------- sweeps

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hadis_profile.errors import HadisError
+from hadis_profile.measure.devices import pick_device
 
 if TYPE_CHECKING:  # pragma: no cover
     from hadis_profile.zoo import ComponentOverride, ModelSpec
@@ -66,21 +67,6 @@ def configure_hub(online: bool = False, etag_timeout: int = DEFAULT_ETAG_TIMEOUT
         constants.HF_HUB_OFFLINE = not online
         constants.HF_HUB_ETAG_TIMEOUT = int(os.environ["HF_HUB_ETAG_TIMEOUT"])
         constants.HF_HUB_DISABLE_TELEMETRY = True
-
-
-def pick_device(device: str | None = None) -> str:
-    """``auto``/None -> ``cuda`` when available, else ``cpu``; anything else is checked."""
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HadisError(f"Device '{device}' was requested but torch sees no CUDA device.")
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise HadisError(f"Unknown torch device '{device}'.") from None
-    return device
 
 
 def torch_dtype(name: str, device: str) -> Any:
