@@ -138,7 +138,7 @@ def main() -> None:
     slow = [baseline() for _ in range(max(3, args.repeats // 2))]
 
     r = Router(lexicon=lexicon, spatial_terms=spatial)
-    r.fit_normalisation(features=r.features(prompts[:500]))
+    r.fit_normalisation(r.features(prompts[:500]))
     lat = []
     for p in prompts[: args.route_n]:
         t = time.perf_counter()

@@ -657,7 +657,8 @@ def _router_score_run(run, table, lexicon, spatial, weights, out, spec_out) -> N
     import json
 
     from hadis_profile.errors import UsageError
-    from hadis_profile.router import Router, score_run
+    from hadis_profile.router import Router
+    from hadis_profile.router_run import score_run
     from hadis_profile.store import RunStore
 
     if table is not None and (lexicon or spatial or weights):
@@ -717,7 +718,7 @@ def router_fit_cmd(
     """Fit router weights to each prompt's gain from the heavy model; store them for pareto."""
     import json
 
-    from hadis_profile.router import fit_run_router
+    from hadis_profile.router_run import fit_run_router
     from hadis_profile.store import RunStore
 
     run = _run_dir(run)

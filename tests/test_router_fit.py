@@ -16,8 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hadis_profile import router as router_mod
+from hadis_profile import router_run
 from hadis_profile.cli import app
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, ParameterError
 from hadis_profile.router import (
     DEFAULT_WEIGHTS,
     FEATURES,
@@ -93,10 +94,22 @@ def test_random_routing_mean_matches_the_analytic_value() -> None:
 
 
 def test_calibrator_refuses_bad_input() -> None:
-    with pytest.raises(HadisError, match="Unknown calibration method"):
+    # A bad argument names the Python parameter (the CLI swaps in its flag via for_flag).
+    Z, lo, hi = np.zeros((20, 8)), np.zeros(20), np.ones(20)
+    for call, param in [
+        (lambda: RouterCalibrator(method="svm"), "method"),
+        (lambda: RouterCalibrator(alpha=-1), "alpha"),
+        (lambda: RouterCalibrator(method="rank", alpha=0), "alpha"),
+        (lambda: calibrate(Z, lo, hi, train_fraction=1), "train_fraction"),
+        (lambda: calibrate(Z, lo, hi, random_seeds=1), "random_seeds"),
+        (lambda: random_routing(lo, hi, n_seeds=1), "n_seeds"),
+        (lambda: evaluate_routing(lo, lo, hi, [1.5]), "fractions"),
+    ]:
+        with pytest.raises(ParameterError) as e:
+            call()
+        assert e.value.param == param and param in str(e.value) and "--" not in str(e.value)
+    with pytest.raises(HadisError, match="Unknown calibration method 'svm' for method"):
         RouterCalibrator(method="svm")
-    with pytest.raises(HadisError, match="alpha"):
-        RouterCalibrator(alpha=-1)
     with pytest.raises(HadisError, match="nothing to fit"):
         RouterCalibrator().fit(np.eye(8), np.ones(8))
     with pytest.raises(HadisError, match="not fitted"):
@@ -238,9 +251,9 @@ def test_fitted_router_spec_rebuilds_the_stored_scores(synthetic_run: Path) -> N
     scores the stored features exactly as the store says, as a serving stack would."""
     with RunStore.open(synthetic_run) as store:
         X, names, _, _ = store.router()
-        r = router_mod.Router().fit_normalisation(features=X)
+        r = router_mod.Router().fit_normalisation(X)
         store.put_router(X, names, r.score_features(X), spec=r.to_spec())
-        res = router_mod.fit_run_router(store, random_seeds=20)
+        res = router_run.fit_run_router(store, random_seeds=20)
         _, _, scores, spec = store.router()
     rebuilt = router_mod.Router.from_spec(spec)
     np.testing.assert_allclose(rebuilt.weights, res.weights)
@@ -262,9 +275,15 @@ def test_router_fit_refuses_clearly(synthetic_run: Path, tmp_path: Path) -> None
         assert match in str(res.exception)
     empty = RunStore.create(tmp_path / "bare", provenance={})
     empty.add_prompts(["a", "b"])
-    with pytest.raises(HadisError, match="router score --run"):
-        router_mod.fit_run_router(empty)
+    with pytest.raises(HadisError, match="no router features") as e:
+        router_run.fit_run_router(empty)
+    assert "--" not in str(e.value)  # the library names no CLI flag
     empty.close()
+    with RunStore.open(synthetic_run) as store:
+        for kwargs, param in [({"light": "nope"}, "light"), ({"heavy": "nope"}, "heavy")]:
+            with pytest.raises(ParameterError, match="Unknown model 'nope'") as e:
+                router_run.fit_run_router(store, write=False, **kwargs)
+            assert e.value.param == param
 
 
 def test_hadis_reference_cannot_be_fitted_per_prompt(
@@ -286,7 +305,7 @@ def test_hadis_reference_cannot_be_fitted_per_prompt(
     with RunStore.open(run) as store:  # nothing was written
         assert "fitted" not in store.router_spec()
         with pytest.raises(HadisError, match="set-level only"):
-            router_mod.fit_run_router(store, metric="fid")
+            router_run.fit_run_router(store, metric="fid")
 
 
 # --------------------------------------------------------------------------- router score --run

@@ -1,0 +1,259 @@
+"""The store's core: the connection, WAL, schema upgrades, transactions, meta and provenance.
+
+A run lives in ``outputs/<run-id>/``:
+
+* ``store.sqlite`` in WAL mode, so a reader (a progress view, an export) never
+  blocks the profiler, and a crash loses at most the unit of work in flight:
+  writers commit one transaction per finished unit of work.
+* ``run.json``, a human-readable snapshot of the provenance, rewritten
+  atomically whenever it changes (after the transaction that changed it
+  commits). The database is the source of truth; ``run.json`` is for people
+  and for ``git diff``.
+
+:class:`StoreCore` is the base every record mixin builds on; the composed
+:class:`~hadis_profile.store.RunStore` supplies :meth:`StoreCore.summary`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TypeVar
+
+from hadis_profile import __version__
+from hadis_profile.errors import HadisError
+from hadis_profile.fileio import atomic_write_bytes, canonical_json
+from hadis_profile.store.schema import MIGRATIONS, SCHEMA_VERSION, schema_version
+
+DB_NAME = "store.sqlite"
+RUN_JSON = "run.json"
+RUN_FORMAT = "hadis-profile/run"
+#: Seconds a writer waits for another's lock before "database is locked": the
+#: workers of a multi-device run write one store from several processes.
+BUSY_TIMEOUT_S = 60.0
+
+_S = TypeVar("_S", bound="StoreCore")
+
+
+def now_utc() -> str:
+    """The timestamps the store records: UTC, seconds, ISO 8601 with ``Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class StoreCore:
+    """Connection, transactions and meta of one run's store (see the module docstring).
+
+    Every write method is its own transaction unless called inside
+    :meth:`transaction`, which groups several writes into one unit of work.
+    """
+
+    def __init__(self, root: Path, db: sqlite3.Connection) -> None:
+        self.root = root
+        self._db = db
+        self._depth = 0
+        self._run_json_dirty = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def create(
+        cls: type[_S],
+        root: str | Path,
+        provenance: dict | None = None,
+        *,
+        run_id: str | None = None,
+        exist_ok: bool = False,
+    ) -> _S:
+        """Start a new run in ``root`` (the run folder, e.g. ``outputs/<run-id>``).
+
+        ``run_id`` defaults to the folder name; pass it when building in a
+        temporary folder that will be renamed. With ``exist_ok`` an existing run
+        is opened (and its provenance updated) so an interrupted profile resumes.
+        """
+        root = Path(root)
+        if (root / DB_NAME).exists():
+            if not exist_ok:
+                raise HadisError(
+                    f"A run already exists in {root}; resume it, or reset it to start afresh."
+                )
+            store = cls.open(root)
+            if provenance:
+                store.update_provenance(provenance)
+            return store
+        root.mkdir(parents=True, exist_ok=True)
+        store = cls._connect(root)
+        store._migrate()
+        with store.transaction():
+            store._set_meta("run_id", run_id or root.name)
+            store._set_meta("created_at", now_utc())
+            store._set_meta("tool_version", __version__)
+            store._set_meta("provenance", canonical_json(provenance or {}))
+            store._run_json_dirty = True
+        return store
+
+    @classmethod
+    def open(cls: type[_S], root: str | Path) -> _S:
+        """Open an existing run, upgrading an older schema step by step."""
+        root = Path(root)
+        if not (root / DB_NAME).is_file():
+            raise HadisError(f"No run store found in {root} (expected {root / DB_NAME}).")
+        store = cls._connect(root)
+        try:
+            store._migrate()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def _connect(cls: type[_S], root: Path) -> _S:
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves so that a
+            # transaction is exactly one unit of work, never implicit.
+            db = sqlite3.connect(root / DB_NAME, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # durable at commit boundaries in WAL
+            db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as e:
+            raise HadisError(f"Cannot open run store {root / DB_NAME}: {e}.") from None
+        return cls(root, db)
+
+    def close(self) -> None:
+        """Close the connection; SQLite checkpoints and removes the WAL on last close."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None  # type: ignore[assignment]
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- schema
+
+    def schema_version(self) -> int:
+        return schema_version(self._db)
+
+    def _migrate(self) -> None:
+        try:
+            version = schema_version(self._db)
+        except sqlite3.DatabaseError as e:
+            raise HadisError(f"{self.root / DB_NAME} is not a readable run store: {e}.") from None
+        if version > SCHEMA_VERSION:
+            raise HadisError(
+                f"Run store {self.root / DB_NAME} has schema version {version}, newer than the "
+                f"{SCHEMA_VERSION} this hadis-profile {__version__} understands; upgrade "
+                "hadis-profile to read it."
+            )
+        # Foreign keys must be off while tables are rebuilt (SQLite's documented
+        # ALTER procedure); they are re-checked after each step.
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        upgrading = version > 0
+        try:
+            while version < SCHEMA_VERSION:
+                step = MIGRATIONS.get(version)
+                if step is None:
+                    raise HadisError(
+                        f"No migration from schema version {version} of {self.root / DB_NAME}."
+                    )
+                with self.transaction():
+                    try:
+                        step(self._db)
+                    except sqlite3.DatabaseError as e:
+                        raise HadisError(
+                            f"Cannot migrate {self.root / DB_NAME} from schema version "
+                            f"{version}: {e}."
+                        ) from None
+                    problems = self._db.execute("PRAGMA foreign_key_check").fetchall()
+                    if problems:
+                        raise HadisError(
+                            f"Migrating {self.root / DB_NAME} to version {version + 1} left "
+                            f"{len(problems)} dangling reference(s), first in table "
+                            f"'{problems[0][0]}'."
+                        )
+                    self._set_meta("schema_version", str(version + 1))
+                    self._run_json_dirty = upgrading  # an old run: refresh its run.json
+                version += 1
+        finally:
+            self._db.execute("PRAGMA foreign_keys=ON")
+
+    # ---------------------------------------------------------------- transactions
+
+    @contextlib.contextmanager
+    def transaction(self: _S) -> Iterator[_S]:
+        """One unit of work: everything inside commits together or not at all.
+
+        Nested use becomes a SAVEPOINT, so an inner failure that the caller
+        catches rolls back only the inner block.
+        """
+        db = self._db
+        if db is None:
+            raise HadisError("The run store is closed.")
+        outer = self._depth == 0
+        name = f"sp{self._depth}"
+        db.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {name}")
+        self._depth += 1
+        try:
+            yield self
+        except BaseException:
+            self._depth -= 1
+            # SQLite may already have rolled back on some errors (e.g. disk full).
+            with contextlib.suppress(sqlite3.OperationalError):
+                if outer:
+                    self._run_json_dirty = False
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                else:
+                    db.execute(f"ROLLBACK TO {name}")
+                    db.execute(f"RELEASE {name}")
+            raise
+        self._depth -= 1
+        if outer:
+            db.execute("COMMIT")
+            if self._run_json_dirty:
+                self._write_run_json()
+        else:
+            db.execute(f"RELEASE {name}")
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def _meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    # ---------------------------------------------------------------- provenance
+
+    @property
+    def run_id(self) -> str:
+        return self._meta("run_id") or self.root.name
+
+    @property
+    def provenance(self) -> dict:
+        """What the creator recorded (zoo hash, seeds, command line, source ...)."""
+        return json.loads(self._meta("provenance", "{}") or "{}")
+
+    def update_provenance(self, values: dict) -> None:
+        """Merge ``values`` into the run's provenance (e.g. on resume)."""
+        with self.transaction():
+            merged = {**self.provenance, **values}
+            self._set_meta("provenance", canonical_json(merged))
+            self._run_json_dirty = True
+
+    def summary(self) -> dict:
+        """The run.json payload; the composed store knows what every record holds."""
+        raise NotImplementedError
+
+    def _write_run_json(self) -> None:
+        self._run_json_dirty = False
+        text = json.dumps(self.summary(), indent=2, sort_keys=True, allow_nan=False)
+        atomic_write_bytes(self.root / RUN_JSON, (text + "\n").encode("utf-8"))
