@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from hadis_profile import samples as SA  # noqa: E402
 from hadis_profile.errors import HadisError  # noqa: E402
 from hadis_profile.measure import latency as L  # noqa: E402
 from hadis_profile.measure import memory as M  # noqa: E402
@@ -22,7 +23,7 @@ from hadis_profile.measure.generate import image_seed  # noqa: E402
 
 def test_summarize_matches_numpy():
     samples = [0.10, 0.12, 0.11, 0.30, 0.105]
-    s = L.summarize(4, samples, warmup=2, peak_mem=123)
+    s = SA.summarize(4, samples, warmup=2, peak_mem=123)
     a = np.array(samples)
     assert s.batch_size == 4 and s.reps == 5 and s.warmup == 2 and s.peak_mem_bytes == 123
     assert s.mean_s == pytest.approx(a.mean())
@@ -32,17 +33,17 @@ def test_summarize_matches_numpy():
     assert s.p99_s == pytest.approx(np.percentile(a, 99))
     assert s.cv == pytest.approx(a.std(ddof=1) / a.mean())
     assert not s.infeasible
-    one = L.summarize(1, [0.5])
+    one = SA.summarize(1, [0.5])
     assert one.std_s == 0.0 and one.p99_s == 0.5
 
 
 def test_outlier_warning():
     steady = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0]
-    assert L.outlier_warning(steady) is None
-    assert L.outlier_warning([1.0, 5.0]) is None  # too few samples to judge
-    msg = L.outlier_warning([*steady, 3.0])
+    assert SA.outlier_warning(steady) is None
+    assert SA.outlier_warning([1.0, 5.0]) is None  # too few samples to judge
+    msg = SA.outlier_warning([*steady, 3.0])
     assert msg is not None and "outlier" in msg and "median" in msg
-    noisy = L.outlier_warning([1.0, 1.3, 0.8, 1.25, 0.75, 1.1])
+    noisy = SA.outlier_warning([1.0, 1.3, 0.8, 1.25, 0.75, 1.1])
     assert noisy is not None and "CV" in noisy
 
 

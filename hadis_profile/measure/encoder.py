@@ -88,6 +88,8 @@ class ImageEncoder:
 
     ``fingerprint`` hashes the tower's weights and preprocessing, so a head or a
     cache entry can tell whether it was made by these very weights.
+    ``encode_fn(module, device, images)`` runs one batch; :meth:`to` moves the
+    module (the profiler keeps it off the GPU while it times a model).
     """
 
     encoder_id: str
@@ -95,10 +97,21 @@ class ImageEncoder:
     dim: int
     encode_fn: Any = field(repr=False)
     batch_size: int = 32
+    module: Any = field(default=None, repr=False)
+    device: str = "cpu"
+
+    def to(self, device: str) -> ImageEncoder:
+        if self.module is not None:
+            self.module = self.module.to(device)
+        self.device = device
+        return self
 
     def encode(self, images: Sequence[Any]) -> np.ndarray:
         parts = [
-            np.asarray(self.encode_fn(list(images[i : i + self.batch_size])), dtype=np.float32)
+            np.asarray(
+                self.encode_fn(self.module, self.device, list(images[i : i + self.batch_size])),
+                dtype=np.float32,
+            )
             for i in range(0, len(images), self.batch_size)
         ]
         if not parts:
@@ -162,16 +175,14 @@ def load_encoder(
     _hash_tensors(h, sorted(model.visual_projection.state_dict().items()))
     pre = processor.image_processor.to_dict()
     h.update(json.dumps({k: pre.get(k) for k in _PREPROCESS_KEYS}, sort_keys=True).encode())
-    model = model.to(device)
 
-    def encode(images: list[Any]) -> np.ndarray:
+    def encode(model: Any, device: str, images: list[Any]) -> np.ndarray:
         with torch.inference_mode():
             pixels = processor(images=images, return_tensors="pt")["pixel_values"]
             return embeds(model.get_image_features(pixels.to(device))).float().cpu().numpy()
 
-    return ImageEncoder(
-        encoder_id, h.hexdigest(), int(model.config.projection_dim), encode, batch_size
-    )
+    dim = int(model.config.projection_dim)
+    return ImageEncoder(encoder_id, h.hexdigest(), dim, encode, batch_size, model).to(device)
 
 
 def _load_open_clip(encoder_id: str, *, device: str, batch_size: int) -> ImageEncoder:
@@ -195,15 +206,15 @@ def _load_open_clip(encoder_id: str, *, device: str, batch_size: int) -> ImageEn
     h = hashlib.sha256(FEATURE_FORMAT.encode())
     _hash_tensors(h, sorted(model.visual.state_dict().items()))
     h.update(repr(preprocess).encode())
-    model = model.to(device)
 
-    def encode(images: list[Any]) -> np.ndarray:
+    def encode(model: Any, device: str, images: list[Any]) -> np.ndarray:
         with torch.inference_mode():
             x = torch.stack([preprocess(im) for im in images]).to(device)
             return model.encode_image(x).float().cpu().numpy()
 
-    dim = int(encode([_blank()]).shape[1])
-    return ImageEncoder(encoder_id, h.hexdigest(), dim, encode, batch_size)
+    model = model.to(device)
+    dim = int(encode(model, device, [_blank()]).shape[1])
+    return ImageEncoder(encoder_id, h.hexdigest(), dim, encode, batch_size, model, device)
 
 
 def _blank() -> Any:

@@ -18,6 +18,7 @@ import gc
 import re
 import resource
 import sys
+from dataclasses import dataclass
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -60,12 +61,13 @@ def free_memory(device: str = "cpu") -> None:
 
 
 _HWM = re.compile(r"VmHWM:\s+(\d+)\s+kB")
+_RSS = re.compile(r"VmRSS:\s+(\d+)\s+kB")
 
 
-def _vm_hwm() -> int | None:
+def _status(pattern: re.Pattern) -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as f:
-            m = _HWM.search(f.read())
+            m = pattern.search(f.read())
         return int(m.group(1)) * 1024 if m else None
     except OSError:
         return None
@@ -83,19 +85,52 @@ def reset_peak_rss() -> bool:
 
 def peak_rss() -> int:
     """Peak resident set size in bytes (since the last reset where supported)."""
-    hwm = _vm_hwm()
+    hwm = _status(_HWM)
     if hwm is not None:
         return hwm
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
 
 
-class MemoryMonitor:
-    """Peak memory of one batch size: CUDA allocator peaks or the process peak RSS."""
+def current_rss() -> int | None:
+    """Resident set size now, in bytes (None where /proc is not there)."""
+    return _status(_RSS)
 
-    def __init__(self, device: str = "cpu") -> None:
+
+@dataclass(frozen=True)
+class Baseline:
+    """What the process held before a model was loaded: subtracted from every peak.
+
+    Taken right before the pipeline loads, it holds the scorer models, the
+    CUDA context's allocations, Python and its libraries, so a point's peak is
+    the memory that model and that batch need, and nothing else.
+    """
+
+    allocated: int = 0  # CUDA: memory_allocated()
+    reserved: int = 0  # CUDA: memory_reserved(), after emptying the cache
+    rss: int = 0  # CPU: resident set size
+
+
+def take_baseline(device: str = "cpu") -> Baseline:
+    """The :class:`Baseline` of ``device`` now (after collecting garbage)."""
+    free_memory(device)
+    if str(device).startswith("cuda"):
+        import torch
+
+        return Baseline(
+            int(torch.cuda.memory_allocated(device)), int(torch.cuda.memory_reserved(device)), 0
+        )
+    return Baseline(rss=current_rss() or 0)
+
+
+class MemoryMonitor:
+    """Peak memory of one measurement above a :class:`Baseline`: CUDA allocator peaks
+    (allocated and reserved) or the process peak RSS."""
+
+    def __init__(self, device: str = "cpu", baseline: Baseline | None = None) -> None:
         self.device = device
         self.cuda = str(device).startswith("cuda")
+        self.baseline = baseline or Baseline()
         self.resettable = True
 
     def start(self) -> None:
@@ -108,12 +143,16 @@ class MemoryMonitor:
             self.resettable = reset_peak_rss()
 
     def stop(self) -> dict[str, int | None]:
+        b = self.baseline
         if self.cuda:
             import torch
 
+            allocated = int(torch.cuda.max_memory_allocated(self.device))
+            reserved = int(torch.cuda.max_memory_reserved(self.device))
             return {
-                "peak_allocated": int(torch.cuda.max_memory_allocated(self.device)),
-                "peak_reserved": int(torch.cuda.max_memory_reserved(self.device)),
+                "peak_allocated": max(0, allocated - b.allocated),
+                "peak_reserved": max(0, reserved - b.reserved),
                 "peak_rss": None,
             }
-        return {"peak_allocated": None, "peak_reserved": None, "peak_rss": peak_rss()}
+        rss = max(0, peak_rss() - b.rss)
+        return {"peak_allocated": None, "peak_reserved": None, "peak_rss": rss}

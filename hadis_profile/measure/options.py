@@ -27,10 +27,19 @@ class RunOptions:
     images_per_prompt: int = DEFAULT_IMAGES_PER_PROMPT
     seed: int = 0
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES
-    warmup: int = 2
-    reps: int = 10
+    #: Untimed calls before each batch size's timed ones.
+    warmup: int = 1
+    #: The most timed calls per batch size; with ``tolerance`` a stable point stops
+    #: earlier, after at least ``min_reps`` (6 is the fewest that give the median a
+    #: distribution-free 95% interval). ``tolerance=None``: exactly ``reps`` calls.
+    reps: int = 30
+    min_reps: int = 6
+    tolerance: float | None = 0.02
+    #: Caps the timed calls' total seconds per batch size (the point says so when cut).
     time_budget_s: float | None = None
-    gen_batch: int = 4
+    #: Images per generation call; None: the best-throughput feasible batch. A
+    #: request is clamped to the largest feasible batch.
+    gen_batch: int | None = None
     device: str = "auto"
     gpu: str | None = None
     force: bool = False

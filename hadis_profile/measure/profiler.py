@@ -21,6 +21,11 @@ Then :func:`.units.plan_work` reads what the store still lacks, a launcher
 one worker process per device with ``devices``), and the
 :class:`~.recorder.Recorder` in this process commits every finished unit.
 
+A model that fails (to load, or in a phase) is reported and the run goes on
+with the others; the run then raises :class:`~.summary.RunFailed` (one
+sentence naming each model and phase, the report attached), everything else
+committed.
+
 Settings that decide which images exist (base seed, images per prompt,
 scorers) are part of the run's provenance; resuming with different ones is
 refused, because mixing them would silently corrupt the comparison.
@@ -28,6 +33,7 @@ refused, because mixing them would silently corrupt the comparison.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -48,20 +54,29 @@ from hadis_profile.measure.launchers import RunContext
 from hadis_profile.measure.options import RunOptions
 from hadis_profile.measure.quality import QualityTools, build_quality_tools, reference_stats
 from hadis_profile.measure.recorder import Recorder
-from hadis_profile.measure.summary import ModelReport, RunReport
+from hadis_profile.measure.summary import ModelReport, RunFailed, RunReport
 from hadis_profile.measure.units import plan_work, stored_latency
 from hadis_profile.progress import ProgressBoard
 
-__all__ = ["RunOptions", "RunReport", "render_report", "run_profile"]
+__all__ = ["RunFailed", "RunOptions", "RunReport", "render_report", "run_profile"]
 
 
 def _check_options(opts: RunOptions) -> None:
     """Refuse settings that would make a run measure nothing or loop forever."""
-    for name in ("images_per_prompt", "gen_batch", "reps"):
+    for name in ("images_per_prompt", "reps", "min_reps"):
         if getattr(opts, name) < 1:
             raise ParameterError(name, f"{{param}} must be at least 1, not {getattr(opts, name)}.")
+    if opts.gen_batch is not None and opts.gen_batch < 1:
+        raise ParameterError("gen_batch", f"{{param}} must be at least 1, not {opts.gen_batch}.")
     if opts.warmup < 0:
         raise ParameterError("warmup", f"{{param}} must be 0 or more, not {opts.warmup}.")
+    if opts.tolerance is not None and not 0 < opts.tolerance < 1:
+        raise ParameterError(
+            "tolerance", f"{{param}} must lie strictly between 0 and 1, not {opts.tolerance}."
+        )
+    budget = opts.time_budget_s
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise ParameterError("time_budget_s", f"{{param}} must be a positive number, not {budget}.")
     if not opts.batch_sizes or min(opts.batch_sizes) < 1:
         raise ParameterError("batch_sizes", "{param} must be positive integers.")
 
@@ -154,9 +169,11 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
             "batch_sizes": sorted(set(opts.batch_sizes)),
             "warmup": opts.warmup,
             "reps": opts.reps,
+            "min_reps": opts.min_reps,
+            "tolerance": opts.tolerance,
             "time_budget_s": opts.time_budget_s,
         },
-        "generation": {"batch_size": opts.gen_batch},
+        "generation": {"batch_size": opts.gen_batch or "best-throughput"},
     }
     if opts.quality:
         provenance["quality_tools"] = tools.describe()
@@ -207,6 +224,8 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
             _fill_means(store, report, label, scorer_id)
     finally:
         store.close()
+    if report.failures:
+        raise RunFailed(report)
     return report
 
 
@@ -237,7 +256,7 @@ def _router(store: Any, prompts: list[str], report: RunReport) -> None:
         report.notes.append(f"router skipped: {e}")
         return
     per_query = (time.perf_counter() - t0) / len(prompts)
-    scores = router.fit_normalisation(features=X).score_features(X)
+    scores = router.fit_normalisation(X).score_features(X)
     spec = router.to_spec()
     spec["overhead_s_per_query"] = per_query
     store.put_router(X, list(FEATURES), scores, spec=spec)

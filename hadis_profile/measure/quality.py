@@ -17,9 +17,22 @@ from hadis_profile.errors import HadisError
 
 @dataclass
 class QualityTools:
+    """The run's scorers, discriminator and FID extractors, shared by every model."""
+
     scorers: list[Any]  # Scorer
     discriminator: Any | None  # Discriminator
     extractors: list[Any]  # FeatureExtractor
+
+    def to(self, device: str) -> QualityTools:
+        """Move every tool to ``device``: the profiler keeps them on the CPU while it
+        times a model (so neither its peak memory nor its largest feasible batch pays
+        for them) and brings them back for scoring."""
+        seen: set[int] = set()
+        for tool in [*self.scorers, self.discriminator, *self.extractors]:
+            if tool is not None and id(tool) not in seen and callable(getattr(tool, "to", None)):
+                seen.add(id(tool))
+                tool.to(device)
+        return self
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -19,7 +19,7 @@ from typing import Any
 
 from hadis_profile.fileio import atomic_write_bytes
 from hadis_profile.measure.latency import LatencyPoint
-from hadis_profile.measure.summary import ModelReport, RunReport
+from hadis_profile.measure.summary import Failure, ModelReport, RunReport
 from hadis_profile.measure.units import ModelWork, PromptRecord
 
 
@@ -62,7 +62,17 @@ class Recorder:
         m.warnings.extend(notes)
 
     def latency(self, model: str, point: LatencyPoint) -> None:
-        self.store.put_latency(model, self.label, point.stats)
+        self.store.put_latency(
+            model,
+            self.label,
+            point.stats,
+            samples=point.samples_s,
+            peak_allocated=point.peak_allocated,
+            peak_reserved=point.peak_reserved,
+            ci_rel=point.ci_rel,
+            converged=point.converged,
+            budget_cut=point.budget_cut,
+        )
         self._done(model, "latency")
         b = point.stats.batch_size
         if point.infeasible:
@@ -72,6 +82,14 @@ class Recorder:
         elif point.warning:
             self.model(model).warnings.append(f"batch {b}: {point.warning}")
             self.log(f"{model}, batch {b}: {point.warning}")
+        if point.budget_cut:
+            ci = f"+/-{point.ci_rel:.1%}" if point.ci_rel is not None else "unknown"
+            msg = (
+                f"batch {b}: the time budget stopped it after {point.stats.reps} calls "
+                f"(median known to {ci})"
+            )
+            self.model(model).warnings.append(msg)
+            self.log(f"{model}, {msg}.")
 
     def stages(self, model: str, stages: dict[str, float]) -> None:
         with self.store.transaction():  # read and write under one lock
@@ -99,6 +117,16 @@ class Recorder:
             acc[0] += seconds
             acc[1] += len(record.seeds)
         self._done(record.model, "images")
+
+    def samples(self, model: str, batch_size: int, seconds: list[float]) -> None:
+        """Generation calls at a swept batch size: more samples of that latency point."""
+        self.store.add_latency_samples(model, self.label, batch_size, seconds, source="generation")
+
+    def failed(self, model: str, phase: str, detail: str, where: str = "") -> None:
+        """A model stopped on an error; the run goes on with the others."""
+        f = Failure(model, phase, detail, where)
+        self.report.failures.append(f)
+        self.log(f"[failed] {f.sentence()}; the other models go on.")
 
     def log(self, text: str) -> None:
         self.progress.log(text)

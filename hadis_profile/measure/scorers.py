@@ -101,6 +101,21 @@ def _batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, max(1, size))]
 
 
+def move_modules(obj: Any, device: str) -> None:
+    """Move the torch modules a scorer holds (``model``, ``module``) and the scorers it
+    wraps (``clip``, ``pick``, ``encoder``) to ``device``, and update its ``device``."""
+    for attr in ("model", "module"):
+        value = getattr(obj, attr, None)
+        if value is not None and callable(getattr(value, "to", None)):
+            setattr(obj, attr, value.to(device))
+    for attr in ("clip", "pick", "encoder"):
+        inner = getattr(obj, attr, None)
+        if inner is not None and callable(getattr(inner, "to", None)):
+            inner.to(device)
+    if hasattr(obj, "device"):
+        obj.device = device
+
+
 # --------------------------------------------------------------------------- interfaces
 
 
@@ -109,6 +124,11 @@ class Scorer(ABC):
 
     metric_id: str = ""
     batch_size: int = 16
+
+    def to(self, device: str) -> Any:
+        """Move to ``device`` (a plug-in holding other torch state overrides this)."""
+        move_modules(self, device)
+        return self
 
     def score(self, images: Any, prompts: Sequence[str]) -> np.ndarray:
         """Per-image scores [n] (float64), computed in batches of :attr:`batch_size`."""
@@ -133,6 +153,11 @@ class Discriminator(ABC):
     scorer_id: str = ""
     batch_size: int = 16
 
+    def to(self, device: str) -> Any:
+        """Move to ``device`` (a plug-in holding other torch state overrides this)."""
+        move_modules(self, device)
+        return self
+
     @abstractmethod
     def confidence(self, images: Any, prompts: Sequence[str]) -> np.ndarray:
         """Per-image confidence [n]."""
@@ -143,6 +168,11 @@ class FeatureExtractor(ABC):
 
     extractor_id: str = ""
     batch_size: int = 32
+
+    def to(self, device: str) -> Any:
+        """Move to ``device`` (a plug-in holding other torch state overrides this)."""
+        move_modules(self, device)
+        return self
 
     def features(self, images: Any) -> np.ndarray:
         """Feature vectors [n, dim] (float32), computed in batches."""

@@ -33,6 +33,8 @@ class ModelWork:
     batch_sizes: tuple[int, ...] = ()
     prompt_ids: tuple[int, ...] = ()
     stages: bool = False
+    #: batch -> LatencyStats already stored on this label (picks the generation batch)
+    latency: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -92,6 +94,26 @@ def latency_todo(store: Any, model: str, label: str, sizes: Sequence[int]) -> tu
     return todo, done
 
 
+def generation_batch(latency: dict, requested: int | None, default: int = 4) -> int:
+    """The batch to generate quality images at, from what the latency sweep found.
+
+    ``requested`` (``gen_batch``) is clamped to the largest feasible batch: a
+    larger one is known to run out of memory. Without a request it is the
+    best-throughput feasible batch (most images per second at p50; the smaller
+    batch on a tie), so the images cost the least device time and their calls
+    double as latency samples for that batch. With no feasible point known it
+    is ``requested`` or ``default``.
+    """
+    feasible = {
+        int(b): s for b, s in latency.items() if not s.infeasible and s.p50_s and s.p50_s > 0
+    }
+    if not feasible:
+        return max(1, int(requested or default))
+    if requested:
+        return max(1, min(int(requested), max(feasible)))
+    return max(sorted(feasible), key=lambda b: b / feasible[b].p50_s)
+
+
 def plan_work(
     store: Any, zoo: Any, opts: Any, label: str, n_prompts: int
 ) -> tuple[list[ModelWork], int]:
@@ -103,6 +125,7 @@ def plan_work(
         )
         done = store.done_prompts(spec.name, opts.images_per_prompt) if opts.quality else set()
         todo = [i for i in range(n_prompts) if i not in done] if opts.quality else []
-        works.append(ModelWork(spec, tuple(sizes), tuple(todo), bool(opts.stages)))
+        known = stored_latency(store, spec.name, label)
+        works.append(ModelWork(spec, tuple(sizes), tuple(todo), bool(opts.stages), known))
         skipped += lat_done + len(done)
     return works, skipped

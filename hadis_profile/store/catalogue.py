@@ -66,6 +66,7 @@ class Catalogue(StoreCore):
     def _delete_model_records(self, name: str) -> None:
         # images cascade to scores, confidences and features.
         self._db.execute("DELETE FROM latency WHERE model=?", (name,))
+        self._db.execute("DELETE FROM latency_samples WHERE model=?", (name,))
         self._db.execute("DELETE FROM images WHERE model=?", (name,))
         self._db.execute("DELETE FROM external WHERE light=? OR heavy=?", (name, name))
 

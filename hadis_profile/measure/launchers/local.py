@@ -20,9 +20,10 @@
   measured batch-1 latency when every model still to do has one on this
   hardware, else ``steps x height x width`` (doubled with classifier-free
   guidance). Models with nothing left are not assigned.
-* **Failure**: a worker's exception becomes one :class:`HadisError` sentence
-  naming the device and the model; the other workers are stopped and every
-  committed unit stays.
+* **Failure**: a model that fails is reported (device, model, phase) and its
+  worker goes on with its next model; a worker process that dies takes only
+  its unfinished models with it. The run then ends with one sentence listing
+  the failures, every committed unit kept.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from hadis_profile.errors import HadisError
 from hadis_profile.measure.devices import DeviceInfo
-from hadis_profile.measure.job import ModelJob, one_line
+from hadis_profile.measure.job import ModelFailed, ModelJob, one_line
 from hadis_profile.measure.launchers import Launcher, RunContext
 from hadis_profile.measure.units import ModelWork, PromptRecord, stored_latency
 
@@ -138,7 +138,7 @@ class LocalProcessLauncher(Launcher):
                     with _cuda_visible(visible_device(info.device)):
                         proc.start()  # the child copies the environment at start
                     procs[w] = proc
-                _supervise(procs, self.infos, q, recorder)
+                _supervise(procs, self.infos, q, recorder, dict(enumerate(shares)))
                 finished = True
             finally:
                 _stop(list(procs.values()), wait=finished)
@@ -188,9 +188,21 @@ def worker_names(infos: Sequence[DeviceInfo]) -> list[str]:
     return [d if devices.count(d) == 1 else f"{d}#{w}" for w, d in enumerate(devices)]
 
 
-def _supervise(procs: dict[int, Any], infos: Sequence[DeviceInfo], q: Any, recorder: Any) -> None:
-    """Record the workers' results until all are done; the first failure raises."""
+def _supervise(
+    procs: dict[int, Any],
+    infos: Sequence[DeviceInfo],
+    q: Any,
+    recorder: Any,
+    shares: dict[int, list[str]],
+) -> None:
+    """Record the workers' results until every worker is done or gone.
+
+    A model that fails in a worker is reported and the worker goes on with its
+    next model; a worker process that dies takes only its current and remaining
+    models with it (reported as failed), and the others go on.
+    """
     current: dict[int, str | None] = dict.fromkeys(procs)
+    started: dict[int, set[str]] = {w: set() for w in procs}
     finished: set[int] = set()
     names = worker_names(infos)
 
@@ -198,21 +210,29 @@ def _supervise(procs: dict[int, Any], infos: Sequence[DeviceInfo], q: Any, recor
         kind, w = msg[0], msg[1]
         if kind == "begin":
             current[w] = msg[2].name
+            started[w].add(msg[2].name)
             recorder.begin(msg[2], where=names[w])
         elif kind == "loaded":
             recorder.loaded(msg[2], msg[3], msg[4])
         elif kind == "latency":
             recorder.latency(msg[2], msg[3])
+        elif kind == "samples":
+            recorder.samples(msg[2], msg[3], msg[4])
         elif kind == "stages":
             recorder.stages(msg[2], msg[3])
         elif kind == "prompt":
             recorder.prompt(msg[2])
         elif kind == "log":
             recorder.log(f"{names[w]}: {msg[2]}")
+        elif kind == "failed":
+            recorder.failed(msg[2], msg[3], msg[4], where=names[w])
         elif kind == "done":
             finished.add(w)
-        elif kind == "error":
-            raise HadisError(failure(names[w], msg[2] or current[w], msg[3]))
+        elif kind == "error":  # the worker itself could not start (its scorers, say)
+            lost = [m for m in shares[w] if m not in started[w]] or [None]
+            for model in lost:
+                recorder.failed(model or "(no model)", "worker start-up", msg[3], names[w])
+            finished.add(w)
 
     while len(finished) < len(procs):
         try:
@@ -226,20 +246,11 @@ def _supervise(procs: dict[int, Any], infos: Sequence[DeviceInfo], q: Any, recor
             with contextlib.suppress(queue_mod.Empty):  # its last words may still be in the pipe
                 while True:
                     handle(q.get(timeout=_POLL_S))
-            if w not in finished:
-                raise HadisError(
-                    failure(names[w], current[w], f"the process exited with code {p.exitcode}")
-                )
-
-
-def failure(device: str, model: str | None, detail: str) -> str:
-    """One sentence for a failed worker: where, on which model, and that nothing is lost."""
-    where = f"while profiling {model}" if model else "before its first model"
-    detail = " ".join(detail.split()).rstrip(".")
-    return (
-        f"The worker on {device} failed {where}: {detail}; the other workers were "
-        "stopped and every finished unit is saved, so rerunning the same command resumes."
-    )
+            if w not in finished:  # died without a word: its unfinished models are lost
+                detail = f"the worker process exited with code {p.exitcode}"
+                for model in [m for m in shares[w] if m not in started[w] or m == current[w]]:
+                    recorder.failed(model, "profiling", detail, names[w])
+                finished.add(w)
 
 
 def _stop(procs: list[Any], wait: bool = False) -> None:
@@ -286,6 +297,9 @@ class _QueueSink:
     def latency(self, model: str, point: Any) -> None:
         self.q.put(("latency", self.w, model, point))
 
+    def samples(self, model: str, batch_size: int, seconds: list[float]) -> None:
+        self.q.put(("samples", self.w, model, batch_size, seconds))
+
     def stages(self, model: str, stages: dict[str, float]) -> None:
         self.q.put(("stages", self.w, model, stages))
 
@@ -299,10 +313,13 @@ class _QueueSink:
 def _worker(
     w: int, device: str, works: list[ModelWork], ctx: RunContext, threads: int, q: Any
 ) -> None:
-    """Measure ``works`` on ``device``; every outcome is reported through ``q``."""
+    """Measure ``works`` on ``device``; every outcome is reported through ``q``.
+
+    A model's failure is reported and the next model goes on; only an error
+    before the first model (the scorers cannot load, say) ends the worker.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    model: str | None = None
     try:
         from hadis_profile.measure.pipelines import configure_hub
 
@@ -317,16 +334,24 @@ def _worker(
             torch.cuda.set_device(torch.device(device))
         opts = ctx.opts
         tools = build_quality_tools(opts, device) if opts.quality else QualityTools([], None, [])
-        sink = _QueueSink(q, w)
+    except _Terminated:
+        q.cancel_join_thread()
+        return
+    except BaseException as e:
+        q.put(("error", w, None, one_line(e)))
+        raise SystemExit(1) from None
+    sink = _QueueSink(q, w)
+    try:
         for work in works:
-            model = work.name
             sink.begin(work)
-            with ModelJob(work.spec, opts, device, tools, ctx.base_dir) as job:
-                job.run(work, ctx.prompts, sink)
+            try:
+                with ModelJob(work.spec, opts, device, tools, ctx.base_dir) as job:
+                    job.run(work, ctx.prompts, sink)
+            except ModelFailed as e:
+                q.put(("failed", w, e.model, e.phase, e.detail))
+            except Exception as e:  # raised while loading
+                q.put(("failed", w, work.name, "loading", one_line(e)))
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # nothing left to unwind
         q.put(("done", w))
     except _Terminated:
         q.cancel_join_thread()  # the parent stopped reading; do not block on exit
-    except BaseException as e:
-        q.put(("error", w, model, one_line(e)))
-        raise SystemExit(1) from None
