@@ -272,7 +272,7 @@ def test_missing_model_fails_before_anything_runs(tmp_path, prompts_file):
         scorers=[f"clip_score:{tiny_zoo().clip_path}"],
         cache_dir=tmp_path,
     )
-    with pytest.raises(HadisError, match="huggingface-cli download org-x/not-cached"):
+    with pytest.raises(HadisError, match="hf download org-x/not-cached"):
         P.run_profile(opts)
     assert not (tmp_path / "run").exists()
 

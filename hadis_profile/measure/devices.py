@@ -19,8 +19,9 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hadis_profile.errors import HadisError, ParameterError
@@ -31,12 +32,13 @@ LABEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """One device as a run records it."""
+    """One device as a run records it; ``details`` holds what :func:`device_details` found."""
 
     device: str  # "cuda", "cuda:1", "cpu"
     name: str
     driver: str | None
     default_label: str
+    details: dict = field(default_factory=dict, compare=False, hash=False)
 
 
 def slug(text: str) -> str:
@@ -94,9 +96,66 @@ def pick_device(device: str | None = None) -> str:
 
 def cpu_info(threads: int) -> DeviceInfo:
     """The CPU as a device, named with the torch threads it runs with."""
-    return DeviceInfo(
-        "cpu", f"{cpu_name()}, {threads} torch thread{'s' if threads > 1 else ''}", None, "cpu"
-    )
+    name = f"{cpu_name()}, {threads} torch thread{'s' if threads > 1 else ''}"
+    details = {"cpu": cpu_name(), "torch_threads": threads, "logical_cpus": os.cpu_count()}
+    return DeviceInfo("cpu", name, None, "cpu", details)
+
+
+_SMI_FIELDS = {
+    "clocks.max.sm": "max_sm_clock_mhz",
+    "clocks.max.memory": "max_memory_clock_mhz",
+    "clocks.sm": "sm_clock_mhz",
+    "clocks.mem": "memory_clock_mhz",
+    "power.limit": "power_limit_w",
+    "pstate": "pstate",
+}
+
+
+def _nvidia_smi(uuid: str | None) -> dict:
+    """Clocks and power limit of one GPU from ``nvidia-smi`` (no CUDA context); {} if absent."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None or not uuid:
+        return {}
+    cmd = [exe, f"--query-gpu={','.join(_SMI_FIELDS)}", "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run(
+            [*cmd, "-i", uuid], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if out.returncode != 0 or not out.stdout.strip():
+        return {}
+    values = [v.strip() for v in out.stdout.strip().splitlines()[0].split(",")]
+    got: dict = {}
+    for key, value in zip(_SMI_FIELDS.values(), values, strict=False):
+        try:
+            got[key] = float(value) if key != "pstate" else value
+        except ValueError:
+            continue  # "[N/A]" and the like
+    return got
+
+
+def device_details(device: str) -> dict:
+    """What a CUDA device is, as far as this machine says: CUDA and cuDNN versions, memory,
+    compute capability, multiprocessors, and clocks and power limit where readable."""
+    import torch
+
+    dev = torch.device(device)
+    props = torch.cuda.get_device_properties(dev)
+    uuid = getattr(props, "uuid", None)
+    uuid = None if uuid is None else str(uuid)
+    if uuid is not None and not uuid.startswith("GPU-"):
+        uuid = f"GPU-{uuid}"
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "memory_bytes": int(props.total_memory),
+        "compute_capability": f"{props.major}.{props.minor}",
+        "multiprocessors": int(props.multi_processor_count),
+        "uuid": uuid,
+        **_nvidia_smi(uuid),
+    }
 
 
 def detect_device(device: str = "auto") -> DeviceInfo:
@@ -113,7 +172,8 @@ def detect_device(device: str = "auto") -> DeviceInfo:
             if driver and cuda
             else driver or (f"CUDA {cuda}" if cuda else None)
         )
-        return DeviceInfo(dev, name, driver, slug(name.removeprefix("NVIDIA ")))
+        label = slug(name.removeprefix("NVIDIA "))
+        return DeviceInfo(dev, name, driver, label, device_details(dev))
     return cpu_info(torch.get_num_threads())
 
 
@@ -247,11 +307,27 @@ def common_device(infos: Sequence[DeviceInfo], force: bool) -> DeviceInfo:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries whose numbers a run depends on."""
+    """Versions of what a run's numbers depend on: Python, the libraries, and the CUDA and
+    cuDNN that torch was built with."""
     from importlib import metadata
 
-    out = {}
-    for dist in ("torch", "diffusers", "transformers", "safetensors", "accelerate"):
+    out = {"python": platform.python_version()}
+    for dist in (
+        "torch",
+        "diffusers",
+        "transformers",
+        "safetensors",
+        "accelerate",
+        "huggingface_hub",
+        "numpy",
+    ):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        if torch.version.cuda:
+            out["cuda"] = str(torch.version.cuda)
+        with contextlib.suppress(Exception):
+            if torch.backends.cudnn.is_available():
+                out["cudnn"] = str(torch.backends.cudnn.version())
     return out

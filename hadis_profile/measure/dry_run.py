@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hadis_profile.errors import HadisError
 from hadis_profile.measure.job import LATENCY_PROMPT
 from hadis_profile.measure.summary import ModelReport, RunReport
-from hadis_profile.measure.units import latency_todo, stored_latency
+from hadis_profile.measure.units import latency_todo, model_record, stored_latency
 
 
 def estimate_seconds(
@@ -46,24 +47,45 @@ def estimate_seconds(
     return (images_left + sweep + stage_calls) * per_image_s + load_s
 
 
+def _shipped_architecture(spec: Any) -> bool:
+    from hadis_profile.measure.no_weights import architecture_for_spec
+
+    try:
+        architecture_for_spec(spec)
+    except HadisError:
+        return False
+    return True
+
+
 def _probe(spec, opts, info, base_dir, console) -> tuple[float | None, float | None, list[str]]:
-    """(seconds per image at batch 1, load seconds, notes) from loading ``spec`` on the
-    run's device and timing 1 warm-up + 2 batch-1 calls; the model is freed after."""
+    """(seconds per image at batch 1, load seconds, notes) from building ``spec`` on the
+    run's device and timing 1 warm-up + 2 batch-1 calls; the model is freed after.
+
+    A model whose architecture ships with hadis-profile is built with random weights
+    (the same compute, without reading gigabytes of weights, or having them at all);
+    any other is loaded from its checkpoint.
+    """
     from hadis_profile.measure.latency import measure_point, pipeline_runner
     from hadis_profile.measure.memory import free_memory, is_oom
+    from hadis_profile.measure.no_weights import load_random
     from hadis_profile.measure.pipelines import load_pipeline
 
+    random = opts.no_weights or _shipped_architecture(spec)
     if console is not None:
-        console.print(f"probing {spec.name} on {info.device} ...", highlight=False)
+        how = " (random weights)" if random else ""
+        console.print(f"probing {spec.name} on {info.device}{how} ...", highlight=False)
     lp = runner = None
     try:
-        lp = load_pipeline(
-            spec,
-            device=info.device,
-            cache_dir=opts.cache_dir,
-            online=opts.online,
-            base_dir=base_dir,
-        )
+        if random:
+            lp = load_random(spec, device=info.device, seed=opts.seed)
+        else:
+            lp = load_pipeline(
+                spec,
+                device=info.device,
+                cache_dir=opts.cache_dir,
+                online=opts.online,
+                base_dir=base_dir,
+            )
         load_s, notes = lp.load_s, [f"{spec.name}: {n}" for n in lp.notes]
         runner = pipeline_runner(lp.pipe, lp.call_kwargs(), LATENCY_PROMPT, seed=opts.seed)
         point = measure_point(runner, 1, warmup=1, reps=2, device=info.device)
@@ -95,10 +117,9 @@ def dry_run(opts, zoo, prompts, info, label, base_dir, console) -> RunReport:
     try:
         for spec in zoo:
             m = ModelReport(spec.name, spec.steps, prompts_total=len(prompts))
-            unchanged = (
-                store is not None
-                and store.models().get(spec.name, {}).get("spec_hash") == spec.spec_hash()
-            )
+            unchanged = store is not None and store.models().get(spec.name, {}).get(
+                "spec_hash"
+            ) == model_record(spec, opts, base_dir).get("spec_hash")
             b1 = None
             if unchanged:
                 todo, done = latency_todo(store, spec.name, label, opts.batch_sizes)
@@ -109,11 +130,15 @@ def dry_run(opts, zoo, prompts, info, label, base_dir, console) -> RunReport:
             m.latency = {b: None for b in todo} if opts.latency else {}
             if not opts.quality:
                 m.prompts_total = 0
-            problem = preflight(
-                spec, cache_dir=opts.cache_dir, online=opts.online, base_dir=base_dir
-            )
+            problem = None
+            if not opts.no_weights:
+                problem = preflight(
+                    spec, cache_dir=opts.cache_dir, online=opts.online, base_dir=base_dir
+                )
             if problem:
                 m.warnings.append(problem)
+                if _shipped_architecture(spec):
+                    problem = None  # the probe needs no checkpoint
             images_left = max(m.prompts_total - m.prompts_done, 0) * opts.images_per_prompt
             stage_calls = 1 + max(1, min(opts.reps, 3)) if opts.stages else 0
             work_left = bool(images_left or m.latency or stage_calls)

@@ -79,13 +79,18 @@ class ModelJob:
 
         self.tools.to("cpu")  # scorers off the device while this model is timed
         self.baseline = take_baseline(self.device)
-        self.loaded = load_pipeline(
-            self.spec,
-            device=self.device,
-            cache_dir=self.opts.cache_dir,
-            online=self.opts.online,
-            base_dir=self.base_dir,
-        )
+        if getattr(self.opts, "no_weights", False):
+            from hadis_profile.measure.no_weights import load_random
+
+            self.loaded = load_random(self.spec, device=self.device, seed=self.opts.seed)
+        else:
+            self.loaded = load_pipeline(
+                self.spec,
+                device=self.device,
+                cache_dir=self.opts.cache_dir,
+                online=self.opts.online,
+                base_dir=self.base_dir,
+            )
         self._dtypes = component_dtypes(self.loaded.pipe)
         return self
 

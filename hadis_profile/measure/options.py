@@ -61,5 +61,8 @@ class RunOptions:
     online: bool = False
     cache_dir: Path | None = None
     threads: int | None = None  # torch intra-op threads (CPU runs); None leaves torch's default
+    #: Build each model from its shipped architecture config with random weights instead
+    #: of loading its checkpoint: latency, memory and the OOM point only (no quality).
+    no_weights: bool = False
     #: ``--devices``: one worker process per entry (``cuda:N`` or ``cpu``); see :mod:`.shard`.
     devices: list[str] | None = None

@@ -55,7 +55,7 @@ from hadis_profile.measure.options import RunOptions
 from hadis_profile.measure.quality import QualityTools, build_quality_tools, reference_stats
 from hadis_profile.measure.recorder import Recorder
 from hadis_profile.measure.summary import ModelReport, RunFailed, RunReport
-from hadis_profile.measure.units import plan_work, stored_latency
+from hadis_profile.measure.units import model_record, plan_work, stored_latency
 from hadis_profile.progress import ProgressBoard
 
 __all__ = ["RunFailed", "RunOptions", "RunReport", "render_report", "run_profile"]
@@ -143,17 +143,33 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
         "images_per_prompt": opts.images_per_prompt,
     }
 
+    notes: list[str] = []
+    if opts.no_weights:
+        from hadis_profile.measure.no_weights import architecture_for_spec
+
+        for spec in zoo:
+            architecture_for_spec(spec)  # one sentence for a model no shipped config covers
+        if opts.quality or opts.router:
+            notes.append(
+                "quality skipped: random weights make noise, so only latency and memory "
+                "are measured (the store marks these models as architecture-only)"
+            )
+        opts = replace(opts, quality=False, router=False)
+
     if opts.dry_run:
         from hadis_profile.measure.dry_run import dry_run
 
         return dry_run(opts, zoo, prompts, info, label, base_dir, console)
 
-    from hadis_profile.measure.pipelines import preflight
+    if not opts.no_weights:
+        from hadis_profile.measure.pipelines import preflight
 
-    for spec in zoo:
-        problem = preflight(spec, cache_dir=opts.cache_dir, online=opts.online, base_dir=base_dir)
-        if problem:
-            raise HadisError(problem)
+        for spec in zoo:
+            problem = preflight(
+                spec, cache_dir=opts.cache_dir, online=opts.online, base_dir=base_dir
+            )
+            if problem:
+                raise HadisError(problem)
     # With worker processes the scorers are loaded here only to describe them (on the
     # CPU: this process must not touch a GPU), then freed; each worker loads its own.
     tools_device = "cpu" if infos else info.device
@@ -182,10 +198,14 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
         from hadis_profile.measure.discriminator_run import record_discriminator
 
         record_discriminator(store, tools.discriminator.spec())
-    report = RunReport(Path(opts.out), label, info.device, info.name, [])
+    report = RunReport(Path(opts.out), label, info.device, info.name, [], notes=notes)
     try:
         store.upsert_hardware(
             label, device_name=info.name, driver=info.driver, libraries=library_versions()
+        )
+        devices = [i.details for i in (infos or [info])]
+        store.update_provenance(
+            {"environment": {"libraries": library_versions(), "devices": devices}}
         )
         store.add_prompts(prompts)
         if opts.router and store.router_spec() is None:
@@ -195,10 +215,10 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
         scorer_id = getattr(tools.discriminator, "scorer_id", None)
         with ProgressBoard(console) as progress:
             for spec in zoo:
-                if store.upsert_model(spec.name, **spec.store_record()):
+                if store.upsert_model(spec.name, **model_record(spec, opts, base_dir)):
                     progress.log(
-                        f"{spec.name}: the spec changed since the last run; its old records "
-                        "are gone."
+                        f"{spec.name}: its spec or weights changed since the last run; its "
+                        "old records are gone."
                     )
             works, report.units_skipped = plan_work(store, zoo, opts, label, len(prompts))
             recorder = Recorder(store, label, Path(opts.out), report, progress)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,29 @@ def generation_batch(latency: dict, requested: int | None, default: int = 4) -> 
     if requested:
         return max(1, min(int(requested), max(feasible)))
     return max(sorted(feasible), key=lambda b: b / feasible[b].p50_s)
+
+
+def model_record(spec: Any, opts: Any, base_dir: Path) -> dict[str, Any]:
+    """What the store keeps of a model: the zoo's record plus exactly which weights ran.
+
+    With checkpoints, ``spec["checkpoint"]`` is the resolved snapshot commit or content
+    hash (:func:`~.pipelines.checkpoint_identity`): other weights behind the same spec
+    invalidate the model's records. With random weights (``no_weights``) the spec says
+    ``weights: random`` and hashes differently, so architecture-only records never mix
+    with a checkpoint's.
+    """
+    from hadis_profile.store import spec_hash_of
+
+    record = spec.store_record()
+    if opts.no_weights:
+        record["spec"] = {**record["spec"], "weights": "random"}
+        record["spec_hash"] = spec_hash_of({"spec_hash": record["spec_hash"], "weights": "random"})
+    else:
+        from hadis_profile.measure.pipelines import checkpoint_identity
+
+        ident = checkpoint_identity(spec, cache_dir=opts.cache_dir, base_dir=base_dir)
+        record["spec"] = {**record["spec"], "checkpoint": ident}
+    return record
 
 
 def plan_work(
