@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import ParameterError
 
 SOURCES = ("auto", "tiny", "synthetic")
 
@@ -39,6 +39,8 @@ DEMO_PROMPTS = (
     "an astronaut riding a horse on the moon",
     "a bowl of noodles with chopsticks, seen from above",
 )
+#: How many prompts the tiny demo takes: at least two, at most the built-in list.
+TINY_PROMPTS = (2, len(DEMO_PROMPTS))
 
 
 def _fresh_run_dir(path: Path) -> None:
@@ -46,14 +48,16 @@ def _fresh_run_dir(path: Path) -> None:
 
     if path.exists():
         if not (path / DB_NAME).exists():
-            raise HadisError(f"{path} exists and is not a run folder; choose another --out.")
+            raise ParameterError(
+                "out", f"{path} exists and is not a run folder; choose another {{param}}."
+            )
         shutil.rmtree(path)
 
 
 def pick_source(source: str) -> str:
     """``auto`` means tiny when the measuring stack is importable, else synthetic."""
     if source not in SOURCES:
-        raise HadisError(f"Unknown demo source '{source}'; choose one of {', '.join(SOURCES)}.")
+        raise ParameterError("source", f"{{param}} '{source}' is not one of {', '.join(SOURCES)}.")
     if source != "auto":
         return source
     import importlib.util
@@ -84,20 +88,33 @@ def run_demo(
     gpus: int = 4,
     console: Any = None,
 ) -> tuple[Path, Any, dict[str, float]]:
-    """Build a demo run, compile it, plot it, resolve it: (table path, Plan, request)."""
-    from hadis_profile.pareto import compile_table
-    from hadis_profile.report import plot_pareto
+    """Build a demo run, compile it, plot it, resolve it: (table path, Plan, request).
+
+    The table is compiled exactly as ``hadis-profile pareto`` compiles a run
+    (:func:`hadis_profile.pareto.compile_run`).
+    """
+    from hadis_profile.pareto import compile_run
+    from hadis_profile.report.plots import plot_pareto
     from hadis_profile.resolve import load_table, resolve
-    from hadis_profile.store import RunStore
     from hadis_profile.table import write_table
 
     out = Path(out)
     run_dir = out / "run"
-    _fresh_run_dir(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
     source = pick_source(source)
+    lo, hi = TINY_PROMPTS if source == "tiny" else (1, None)
+    if n_prompts is not None and (n_prompts < lo or (hi is not None and n_prompts > hi)):
+        allowed = f"from {lo} to {hi}" if hi is not None else f"at least {lo}"
+        raise ParameterError(
+            "n_prompts", f"{{param}} must be {allowed} for the {source} demo, not {n_prompts}."
+        )
+    _fresh_run_dir(run_dir)  # only after every argument is known to be good
+    out.mkdir(parents=True, exist_ok=True)
     if console is not None:
-        console.print(f"[bold]demo[/]: {source} measurements into {run_dir}", highlight=False)
+        from rich.markup import escape
+
+        console.print(
+            f"[bold]demo[/]: {source} measurements into {escape(str(run_dir))}", highlight=False
+        )
     if source == "tiny":
         quality = _tiny_run(out, run_dir, n_prompts or 8, console)
     else:
@@ -105,9 +122,7 @@ def run_demo(
 
         write_synthetic_run(run_dir, n_prompts=n_prompts or 200).close()
         quality = METRIC
-    with RunStore.open(run_dir) as store:
-        meas = store.load_measurements()
-    doc = compile_table(meas, quality_metric=quality)
+    doc = compile_run(run_dir, quality=quality)
     table_path = out / "table.json"
     write_table(table_path, doc)
     table = load_table(table_path)
@@ -118,17 +133,15 @@ def run_demo(
 
 
 def _tiny_run(out: Path, run_dir: Path, n_prompts: int, console: Any) -> str:
-    from hadis_profile.measure.profiler import RunOptions, render_report, run_profile
+    from hadis_profile.measure.profiler import RunOptions, run_profile
     from hadis_profile.measure.tiny import ZOO_FILE, build_tiny_zoo
+    from hadis_profile.report.runs import render_run
 
     zoo_dir = out / "tiny-zoo"
     if not (zoo_dir / ZOO_FILE).is_file():
         build_tiny_zoo(zoo_dir)
-    prompts = list(DEMO_PROMPTS)
-    if n_prompts < 2 or n_prompts > len(prompts):
-        raise HadisError(f"The tiny demo takes 2 to {len(prompts)} prompts, not {n_prompts}.")
     prompts_path = out / "prompts.txt"
-    prompts_path.write_text("\n".join(prompts[:n_prompts]) + "\n", encoding="utf-8")
+    prompts_path.write_text("\n".join(DEMO_PROMPTS[:n_prompts]) + "\n", encoding="utf-8")
     # One thread: on a small shared CPU, OpenMP spin-waits make 2 threads noisier, not faster.
     opts = RunOptions(
         zoo=zoo_dir / ZOO_FILE,
@@ -138,12 +151,11 @@ def _tiny_run(out: Path, run_dir: Path, n_prompts: int, console: Any) -> str:
         batch_sizes=(1, 2, 4),
         warmup=2,
         reps=5,
-        gen_batch=4,
         device="cpu",
         discriminator="clip",
         threads=1,
     )
     report = run_profile(opts, console=console)
     if console is not None:
-        render_report(report, console)
+        render_run(report, console)
     return "pick_score"  # PickScore is not clamped: more spread than CLIP score

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import math
 import os
 import shutil
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hadis_profile.errors import HadisError, UsageError
+from hadis_profile.errors import HadisError, InputError, ParameterError
+from hadis_profile.fileio import sha256_file
 from hadis_profile.measurements import ExternalConfig, LatencyStats
 from hadis_profile.metrics import info as metric_info
 from hadis_profile.router import DEFAULT_WEIGHTS, FEATURES
@@ -277,9 +277,9 @@ def _seconds(value: object, where: str) -> float:
     try:
         s = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise UsageError(f"{where}: '{value}' is not a number of seconds.") from None
+        raise InputError(f"{where}: '{value}' is not a number of seconds.") from None
     if not (math.isfinite(s) and s > 0):
-        raise UsageError(f"{where}: the latency {value} must be a positive number of seconds.")
+        raise InputError(f"{where}: the latency {value} must be a positive number of seconds.")
     return s
 
 
@@ -287,9 +287,9 @@ def _batch(value: object, where: str) -> int:
     try:
         b = int(str(value))
     except ValueError:
-        raise UsageError(f"{where}: batch size '{value}' is not an integer.") from None
+        raise InputError(f"{where}: batch size '{value}' is not an integer.") from None
     if b < 1:
-        raise UsageError(f"{where}: batch size {b} must be at least 1.")
+        raise InputError(f"{where}: batch size {b} must be at least 1.")
     return b
 
 
@@ -298,7 +298,7 @@ def parse_latency_spec(text: str) -> tuple[str, dict[int, float]]:
     name, sep, points = text.rpartition("=")
     name = name.strip()
     if not sep or not name or not points.strip():
-        raise UsageError(f"Latency spec '{text}' is malformed; expected {_LATENCY_SYNTAX}.")
+        raise InputError(f"Latency spec '{text}' is malformed; expected {_LATENCY_SYNTAX}.")
     where = f"Latency spec '{text}'"
     out: dict[int, float] = {}
     for part in points.split(","):
@@ -405,14 +405,6 @@ def nominal_latency(r: float, d: float, l_light: float, l_heavy: float) -> float
     return (1 - t) * l_light + r * l_heavy + (1 - r) * d * (l_light + l_heavy)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- the import
 
 
@@ -425,7 +417,7 @@ def run_import(spec: ImportSpec, out: Path, *, fresh: bool = False) -> ImportSum
     """
     out = Path(out)
     if out.exists() and not fresh:
-        raise HadisError(f"{out} already exists; pass --fresh to replace it.")
+        raise ParameterError("fresh", f"{out} already exists; use {{param}} to replace it.")
     if not spec.models:
         raise HadisError("Nothing to import: no models were given.")
     names = [m.name for m in spec.models]
@@ -433,7 +425,7 @@ def run_import(spec: ImportSpec, out: Path, *, fresh: bool = False) -> ImportSum
         raise HadisError(f"Model names must be unique, got {', '.join(names)}.")
     unknown = sorted(set(spec.latencies) - set(names))
     if unknown:
-        raise UsageError(
+        raise InputError(
             f"Latency given for unknown model '{unknown[0]}'; the models are {', '.join(names)}."
         )
     for metric in spec.external_metrics.values():
@@ -463,7 +455,7 @@ def run_import(spec: ImportSpec, out: Path, *, fresh: bool = False) -> ImportSum
                 f"{', '.join(feat_names)}, expected {', '.join(spec.expected_features)}."
             )
         if spec.router_weights is None:
-            raise UsageError("Prompt features were given without router weights.")
+            raise ParameterError("router_weights", "Prompt features were given without {param}.")
         scores, router_spec = router_scores(
             feats, spec.router_weights, feat_names, source=spec.router_source
         )
@@ -487,7 +479,7 @@ def run_import(spec: ImportSpec, out: Path, *, fresh: bool = False) -> ImportSum
     root = Path(os.path.commonpath([p.parent for p in inputs]))
     provenance = {
         **spec.provenance,
-        "imported_from": {p.relative_to(root).as_posix(): _sha256_file(p) for p in inputs},
+        "imported_from": {p.relative_to(root).as_posix(): sha256_file(p) for p in inputs},
     }
 
     # ---- write into a temp folder, then rename into place
@@ -572,7 +564,7 @@ def hadis_reference_spec(
     for key, points in (latencies or {}).items():
         name = names[int(key)] if key.isdigit() and int(key) < len(names) else key
         if name not in merged:
-            raise UsageError(
+            raise InputError(
                 f"Latency given for unknown model '{key}'; the HADIS models are {', '.join(names)}."
             )
         merged[name] = {**merged[name], **points}

@@ -7,20 +7,29 @@ keeps each chunk's front (the front of a union equals the front of the union
 of the parts' fronts, so memory stays bounded in exact mode) and writes the
 survivors, plus one single-model row per model, as a ``table.json`` document.
 
-numpy only; ``sweep`` and ``metrics`` are imported lazily by ``compile_table``.
+:func:`compile_run` is the entry point from a run folder: it also decides which
+confidence scorer the table is calibrated on (:func:`choose_confidence_scorer`)
+and records that scorer in the table's provenance.
+
+numpy only; ``sweep``, ``metrics`` and the run store are imported lazily.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, ParameterError
 
 if TYPE_CHECKING:
     from hadis_profile.measurements import Measurements
+
+#: How candidate pairs are chosen: every faster/slower pair, or neighbours in cost order.
+PAIR_SELECTIONS = ("all", "adjacent")
 
 # Dominance is decided on values rounded to this many decimals, so that costs
 # that are equal in exact arithmetic (0.1 + 0.2 vs 0.3) tie instead of one
@@ -242,16 +251,6 @@ def _hardware(value: Any) -> dict | None:
     return {"label": str(value), "device_name": None, "driver": None, "libraries": {}}
 
 
-def _fraction(x: Any) -> float:
-    """Realised fractions, with float dust (1 - 0.7 - 0.3 = -5e-17) clipped to [0, 1]."""
-    v = float(x)
-    if -1e-9 < v < 0.0:
-        return 0.0
-    if 1.0 < v < 1.0 + 1e-9:
-        return 1.0
-    return v
-
-
 def _single_row(meas: Measurements, name: str, quality: dict[str, float | None]) -> dict:
     cost = meas.models[name].batch1_latency()
     return {
@@ -306,6 +305,17 @@ _LIFTED = frozenset(
 )
 
 
+def _check_sweep_options(pairs: str, grid: int) -> None:
+    if pairs not in PAIR_SELECTIONS:
+        raise ParameterError(
+            "pairs", f"{{param}} '{pairs}' is not one of {', '.join(PAIR_SELECTIONS)}."
+        )
+    if isinstance(grid, bool) or not isinstance(grid, (int, np.integer)) or grid < 1:
+        raise ParameterError(
+            "grid", f"{{param}} must be a whole number of at least 1, not {grid!r}."
+        )
+
+
 def compile_table(
     meas: Measurements,
     *,
@@ -333,8 +343,7 @@ def compile_table(
     from hadis_profile import sweep
     from hadis_profile.table import jsonable, make_document
 
-    if pairs not in ("adjacent", "all"):
-        raise HadisError(f"Unknown pair selection '{pairs}': use 'all' or 'adjacent'.")
+    _check_sweep_options(pairs, grid)
     meas.check()
     order = meas.ordered_models()
     rank = {name: i for i, name in enumerate(order)}
@@ -444,3 +453,85 @@ def compile_table(
         "rows": rows,
     }
     return make_document(jsonable(payload))
+
+
+# --------------------------------------------------------------------------- from a run
+
+
+def choose_confidence_scorer(
+    available: Sequence[str], *, latest: str | None = None, requested: str | None = None
+) -> str | None:
+    """The confidence scorer a table is calibrated on (its thresholds come from it).
+
+    ``requested`` (an id, or a unique prefix such as ``confidence:hadis-head``)
+    wins; otherwise the only scorer the run has, else ``latest`` (the
+    discriminator the run recorded last), else there is no obvious choice and
+    the caller must request one. None when the run has no confidences at all.
+    """
+    found = list(available)
+    if requested is not None:
+        if requested in found:
+            return requested
+        matches = [s for s in found if s.startswith(requested)]
+        if len(matches) == 1:
+            return matches[0]
+        what = "matches several of" if matches else "is not among"
+        raise ParameterError(
+            "requested",
+            f"{{param}} '{requested}' {what} the run's confidence scorers "
+            f"({', '.join(matches or found) or 'none'}).",
+        )
+    if len(found) <= 1:
+        return found[0] if found else None
+    if latest in found:
+        return latest
+    raise ParameterError(
+        "requested",
+        f"The run has confidences from several scorers ({', '.join(found)}); choose one with "
+        "{param}.",
+    )
+
+
+def compile_run(
+    run_dir: str | os.PathLike,
+    *,
+    quality: str | None = None,
+    pairs: str = "all",
+    per_pair: bool = False,
+    grid: int = 10,
+    exact: bool = False,
+    nominal: bool = False,
+    confidence: str | None = None,
+) -> dict:
+    """Compile the run in ``run_dir`` into a ``table.json`` document (not yet written).
+
+    ``confidence`` picks the scorer whose confidences the discriminator
+    thresholds are calibrated on (see :func:`choose_confidence_scorer`); the
+    table's provenance then records that scorer's spec as the run stored it, so
+    that serving uses the same one. ``quality`` is the metric id (or scorer
+    name) to rank by; the rest is passed to :func:`compile_table`.
+    """
+    from hadis_profile.discriminator import discriminator_for_table
+    from hadis_profile.store import RunStore
+
+    _check_sweep_options(pairs, grid)  # before opening the run: fail fast, touch nothing
+    with RunStore.open(run_dir) as store:
+        latest = (store.provenance.get("discriminator") or {}).get("scorer_id")
+        try:
+            scorer = choose_confidence_scorer(
+                store.confidence_scorers(), latest=latest, requested=confidence
+            )
+        except ParameterError as e:  # the caller passed it as ``confidence``
+            raise ParameterError("confidence", e.template) from None
+        meas = store.load_measurements(confidence_scorer=scorer)
+    if scorer is not None:
+        meas.provenance["discriminator"] = discriminator_for_table(meas.provenance, scorer)
+    return compile_table(
+        meas,
+        quality_metric=quality,
+        pairs=pairs,
+        per_pair=per_pair,
+        grid=grid,
+        exact=exact,
+        nominal=nominal,
+    )

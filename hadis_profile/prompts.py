@@ -23,8 +23,8 @@ order).
 
 from __future__ import annotations
 
+import codecs
 import csv
-import hashlib
 import io
 import json
 import random
@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hadis_profile.errors import HadisError, UsageError
+from hadis_profile.errors import HadisError, InputError, ParameterError
+from hadis_profile.fileio import sha256_text
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -58,8 +59,7 @@ def prompt_set_hash(texts: Sequence[str]) -> str:
     hashes the empty string. Equal to ``RunStore.prompt_set_hash()`` for the
     same prompts.
     """
-    shas = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
-    return hashlib.sha256("\n".join(shas).encode("ascii")).hexdigest()
+    return sha256_text("\n".join(sha256_text(t) for t in texts))
 
 
 @dataclass(frozen=True)
@@ -107,16 +107,28 @@ def _decode(path: Path, encoding: str, errors: str) -> str:
     try:
         text = data.decode(encoding, errors=errors)
     except UnicodeDecodeError as e:
-        raise HadisError(
+        raise ParameterError(
+            "encoding",
             f"Prompt file {path} is not valid {encoding} (byte 0x{data[e.start]:02x} at offset "
-            f"{e.start}); pass another encoding, or errors='replace' or 'ignore' "
-            "(CLI: --encoding / --errors)."
-        ) from None
-    except LookupError:
-        raise UsageError(
-            f"Unknown text encoding {encoding!r} or error handler {errors!r}."
+            f"{e.start}); choose another {{param}}, or have undecodable bytes replaced or ignored.",
         ) from None
     return text[1:] if text.startswith("\ufeff") else text  # drop a UTF-8 byte-order mark
+
+
+def _check_codec(encoding: str, errors: str) -> None:
+    """Refuse an unknown encoding or error handler before reading anything."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ParameterError(
+            "encoding", f"{{param}} {encoding!r} is not a known text encoding."
+        ) from None
+    try:
+        codecs.lookup_error(errors)
+    except LookupError:
+        raise ParameterError(
+            "errors", f"{{param}} {errors!r} is not an error handler (strict, replace or ignore)."
+        ) from None
 
 
 def _lines(text: str) -> list[str]:
@@ -135,17 +147,19 @@ def _pick_column(path: Path, columns: Sequence[str], column: str | None) -> str:
         folded = [c for c in columns if c.lower() == column.lower()]
         if len(folded) == 1:
             return folded[0]
-        raise UsageError(
-            f"{path.name} has no column {column!r}; "
-            f"its columns are: {', '.join(map(repr, columns))}."
+        raise ParameterError(
+            "column",
+            f"{path.name} has no {{param}} {column!r}; its columns are: "
+            f"{', '.join(map(repr, columns))}.",
         )
     for wanted in DEFAULT_COLUMNS:
         for c in columns:
             if c.lower() == wanted:
                 return c
-    raise UsageError(
-        f"{path.name} has no 'prompt' or 'text' column; choose one with column=... (CLI: --column) "
-        f"from: {', '.join(map(repr, columns))}."
+    raise ParameterError(
+        "column",
+        f"{path.name} has no 'prompt' or 'text' column; choose one with {{param}} from: "
+        f"{', '.join(map(repr, columns))}.",
     )
 
 
@@ -240,7 +254,7 @@ def _read_parquet(path: Path, column: str | None) -> tuple[list, str]:
         raise HadisError(f"{path.name} is not a readable parquet file ({e}).") from None
     col = table.column(name)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-        raise UsageError(f"{path.name} column {name!r} holds {col.type}, not strings.")
+        raise InputError(f"{path.name} column {name!r} holds {col.type}, not strings.")
     return col.to_pylist(), name
 
 
@@ -262,26 +276,29 @@ def load_prompts(
 
     ``encoding``/``errors`` are passed to ``bytes.decode``: HADIS's own prompt
     file, for instance, is read with ``encoding="ascii", errors="ignore"``.
-    Every problem is a one-sentence :class:`HadisError` (``UsageError`` for bad
-    arguments).
+    Every problem is a one-sentence :class:`HadisError`: an :class:`InputError`
+    for a missing or unreadable file, a :class:`ParameterError` naming the
+    argument that is wrong.
     """
     p = Path(path)
     ext = p.suffix.lower()
-    if limit is not None and limit < 1:
-        raise UsageError(f"limit must be at least 1 (got {limit}).")
-    if sample is not None and sample < 1:
-        raise UsageError(f"sample must be at least 1 (got {sample}).")
+    for name, value in (("limit", limit), ("sample", sample)):
+        if value is not None and value < 1:
+            raise ParameterError(name, f"{{param}} must be at least 1 (got {value}).")
+    _check_codec(encoding, errors)
     if ext not in SUPPORTED_EXTENSIONS:
-        raise UsageError(
+        raise InputError(
             f"Cannot read prompts from {p.name}: unsupported extension {p.suffix or '(none)'!r} "
             f"(supported: {', '.join(SUPPORTED_EXTENSIONS)})."
         )
     if column is not None and ext not in _TABULAR:
-        raise UsageError(f"A column applies only to {', '.join(_TABULAR)} files, not {p.name}.")
+        raise ParameterError(
+            "column", f"{{param}} applies only to {', '.join(_TABULAR)} files, not {p.name}."
+        )
     if not p.exists():
-        raise UsageError(f"Prompt file {p} does not exist.")
+        raise InputError(f"Prompt file {p} does not exist.")
     if not p.is_file():
-        raise UsageError(f"Prompt path {p} is not a file.")
+        raise InputError(f"Prompt path {p} is not a file.")
 
     chosen: str | None = None
     raw: list[Any]
@@ -307,8 +324,9 @@ def load_prompts(
     if sample is not None:
         if sample > len(texts):
             scope = "the first" if len(texts) < len(unique) else "the"
-            raise UsageError(
-                f"Cannot sample {sample} prompts from {scope} {len(texts)} in {p.name}."
+            raise ParameterError(
+                "sample",
+                f"{{param}} {sample} is more than {scope} {len(texts)} prompts in {p.name}.",
             )
         picked = sorted(random.Random(seed).sample(range(len(texts)), sample))
         texts = [texts[i] for i in picked]

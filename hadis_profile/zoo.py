@@ -33,8 +33,6 @@ merged). Only pydantic and PyYAML are imported; nothing here touches torch.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,7 +49,8 @@ from pydantic import (
     model_validator,
 )
 
-from hadis_profile.errors import UsageError
+from hadis_profile.errors import InputError
+from hadis_profile.fileio import canonical_json, sha256_text
 
 __all__ = [
     "DTYPES",
@@ -77,17 +76,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 _TAG = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VARIANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _canonical_json(obj: Any) -> str:
-    """The serialisation hashes are taken over (same rules as ``table.canonical_json``)."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _is_local_path(value: str) -> bool:
@@ -183,7 +171,7 @@ class SchedulerSpec(_Strict):
     @classmethod
     def _json_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
         try:
-            _canonical_json(v)
+            canonical_json(v)
         except (TypeError, ValueError):
             raise ValueError(
                 "must hold only JSON values (strings, numbers, booleans, lists, null)"
@@ -315,7 +303,7 @@ class ModelSpec(_Strict):
 
     def spec_hash(self) -> str:
         """sha256 (hex) of the canonical JSON of :meth:`hash_payload`."""
-        return _sha256(_canonical_json(self.hash_payload()))
+        return sha256_text(canonical_json(self.hash_payload()))
 
     def store_record(self) -> dict[str, Any]:
         """Keyword arguments for ``RunStore.upsert_model(name, **record)``."""
@@ -367,7 +355,7 @@ class Zoo:
                 return m
         close = difflib.get_close_matches(name, self.names, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(self.names)}."
-        raise UsageError(f"The zoo has no model named {name!r}{hint}")
+        raise InputError(f"The zoo has no model named {name!r}{hint}")
 
     def select(self, names: Sequence[str] | None = None, tags: Iterable[str] | None = None) -> Zoo:
         """A sub-zoo: the named models (in the order given) that carry *all* ``tags``.
@@ -380,7 +368,7 @@ class Zoo:
         if wanted:
             picked = [m for m in picked if wanted <= {*m.tags, *([m.family] if m.family else [])}]
             if not picked:
-                raise UsageError(
+                raise InputError(
                     f"No selected model carries all of the tags {', '.join(sorted(wanted))}."
                 )
         return Zoo(models=tuple(picked), path=self.path, scorers=self.scorers)
@@ -397,7 +385,7 @@ def zoo_hash(zoo: Zoo | Iterable[ModelSpec]) -> str:
     added, removed, renamed or changes anything that affects its outputs.
     """
     models = {m.name: m.spec_hash() for m in zoo}
-    return _sha256(_canonical_json({"format": ZOO_HASH_FORMAT, "models": models}))
+    return sha256_text(canonical_json({"format": ZOO_HASH_FORMAT, "models": models}))
 
 
 # ---------------------------------------------------------------------- parsing
@@ -523,34 +511,34 @@ def _entry_problems(
 def parse_zoo(data: Any, origin: str = "the zoo", path: Path | None = None) -> Zoo:
     """Validate already-loaded YAML data (a mapping with ``models`` and optional ``defaults``)."""
     if data is None:
-        raise UsageError(f"{origin} is empty; it needs a 'models:' list of model entries.")
+        raise InputError(f"{origin} is empty; it needs a 'models:' list of model entries.")
     if not isinstance(data, dict):
-        raise UsageError(
+        raise InputError(
             f"{origin} must be a mapping with a 'models:' list, not a {type(data).__name__}."
         )
     unknown = [k for k in data if k not in ("defaults", "models", "scorers")]
     if unknown:
-        raise UsageError(
+        raise InputError(
             f"{origin}: top-level key {unknown[0]!r} is not allowed "
             "(allowed: defaults, models, scorers)."
         )
     scorers = data.get("scorers") or []
     if not isinstance(scorers, list) or not all(isinstance(x, str) and x for x in scorers):
-        raise UsageError(f"{origin}: 'scorers' must be a list of scorer names such as clip_score.")
+        raise InputError(f"{origin}: 'scorers' must be a list of scorer names such as clip_score.")
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
-        raise UsageError(f"{origin}: 'defaults' must be a mapping of model fields.")
+        raise InputError(f"{origin}: 'defaults' must be a mapping of model fields.")
     bad_default = [k for k in defaults if k not in DEFAULTABLE_FIELDS]
     if bad_default:
-        raise UsageError(
+        raise InputError(
             f"{origin}: defaults field {bad_default[0]!r} is not allowed "
             f"(allowed: {', '.join(DEFAULTABLE_FIELDS)})."
         )
     entries = data.get("models")
     if entries is None:
-        raise UsageError(f"{origin} has no 'models:' list.")
+        raise InputError(f"{origin} has no 'models:' list.")
     if not isinstance(entries, list) or not entries:
-        raise UsageError(f"{origin}: 'models' must be a non-empty list of model entries.")
+        raise InputError(f"{origin}: 'models' must be a non-empty list of model entries.")
 
     problems: list[str] = []  # ordered, without repeats (a bad default hits every entry)
     specs: list[ModelSpec] = []
@@ -575,29 +563,29 @@ def parse_zoo(data: Any, origin: str = "the zoo", path: Path | None = None) -> Z
         first_index[spec.name] = i
         specs.append(spec)
     if problems:
-        raise UsageError(_sentence(origin, list(dict.fromkeys(problems))))
+        raise InputError(_sentence(origin, list(dict.fromkeys(problems))))
     return Zoo(models=tuple(specs), path=path, scorers=tuple(scorers))
 
 
 def load_zoo(path: str | Path) -> Zoo:
-    """Read and validate a zoo YAML file; every problem becomes one ``UsageError`` sentence."""
+    """Read and validate a zoo YAML file; every problem becomes one ``InputError`` sentence."""
     import yaml
 
     p = Path(path)
     origin = str(p)
     if not p.exists():
-        raise UsageError(f"Zoo file {origin} does not exist.")
+        raise InputError(f"Zoo file {origin} does not exist.")
     if not p.is_file():
-        raise UsageError(f"Zoo path {origin} is not a file.")
+        raise InputError(f"Zoo path {origin} is not a file.")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise UsageError(f"{origin} is not UTF-8 text (byte {e.start}).") from None
+        raise InputError(f"{origin} is not UTF-8 text (byte {e.start}).") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader.get())  # a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UsageError(f"{origin} is not valid YAML{where}: {what}.") from None
+        raise InputError(f"{origin} is not valid YAML{where}: {what}.") from None
     return parse_zoo(data, origin=origin, path=p)

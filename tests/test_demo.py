@@ -93,3 +93,36 @@ def test_tiny_zoo_run_pareto_resolve_end_to_end(tmp_path):
     assert res.returncode == 0, res.stderr
     plan = json.loads(res.stdout)
     assert plan["feasible"] and plan["total_gpus"] <= 4
+
+
+def test_demo_refuses_bad_arguments_before_touching_anything(tmp_path):
+    not_a_run = tmp_path / "run"
+    not_a_run.mkdir()
+    (not_a_run / "keep.txt").write_text("mine")
+    res = cli("demo", "--out", str(tmp_path), "--source", "synthetic")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == (
+        f"error: {not_a_run} exists and is not a run folder; choose another --out."
+    )
+    assert (not_a_run / "keep.txt").read_text() == "mine"
+    res = cli("demo", "--out", str(tmp_path / "other"), "--source", "synthetic", "--prompts", "0")
+    assert res.returncode == 2
+    assert (
+        res.stderr.strip() == "error: --prompts must be at least 1 for the synthetic demo, not 0."
+    )
+    assert not (tmp_path / "other").exists()
+
+
+def test_demo_table_is_what_pareto_compiles_from_its_run(tmp_path):
+    """The demo compiles its run exactly as `hadis-profile pareto` would."""
+    res = cli("demo", "--out", str(tmp_path / "d"), "--source", "synthetic", "--prompts", "40")
+    assert res.returncode == 0, res.stderr
+    again = tmp_path / "again.json"
+    res = cli("pareto", "--run", str(tmp_path / "d" / "run"), "--quality", "clip_score:synthetic",
+              "--out", str(again))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    demo_doc = json.loads((tmp_path / "d" / "table.json").read_text())
+    assert json.loads(again.read_text())["payload"] == demo_doc["payload"]
+    assert demo_doc["payload"]["provenance"]["discriminator"] == {
+        "scorer_id": "confidence:synthetic"
+    }

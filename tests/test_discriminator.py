@@ -360,7 +360,8 @@ def test_score_cli_writes_one_confidence_per_image_and_pareto_records_it(
     assert prov["discriminator"] == {"scorer_id": clip_id}
     x = tmp_path / "x.json"
     code, _, err = cli(capsys, "pareto", "--run", run, "-o", x, "--confidence", "zz")
-    assert "is not among the run's confidence scorers" in one_line_error(code, err)
+    line = one_line_error(code, err, expect=2)  # a bad argument value: exit 2, naming its flag
+    assert "--confidence 'zz' is not among the run's confidence scorers" in line
 
 
 def test_proxy_and_plugin_kinds(world, tmp_path, capsys, monkeypatch):

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hadis_profile.cli import app
-from hadis_profile.errors import HadisError, UsageError
+from hadis_profile.errors import HadisError, InputError, ParameterError, UsageError
 from hadis_profile.importer import (
     HADIS_FID_METRIC,
     ImportSpec,
@@ -139,7 +139,8 @@ def test_hadis_cli_import_refuses_overwrite_and_fresh_replaces(
         assert store.latency("sd3.5-large")[1].mean_s == 27.0
         assert store.external_configs() == []
     res = runner.invoke(app, args)
-    assert res.exit_code == 1 and "already exists" in str(res.exception)
+    assert isinstance(res.exception, UsageError)  # the library's ParameterError, naming the flag
+    assert str(res.exception) == f"{out} already exists; use --fresh to replace it."
     res = runner.invoke(app, [*args, "--fresh"])
     assert res.exit_code == 0, res.output
     with RunStore.open(out) as store:
@@ -283,6 +284,19 @@ def test_bad_input_is_one_sentence_and_writes_nothing(small, tmp_path, change, m
     _assert_nothing_written(out)
 
 
+def test_existing_run_needs_fresh_and_features_need_weights(small, tmp_path) -> None:
+    out = tmp_path / "runs" / "twice"
+    run_import(_spec(small), out)
+    with pytest.raises(ParameterError, match="already exists; use fresh to replace it") as e:
+        run_import(_spec(small), out)
+    assert e.value.param == "fresh" and e.value.exit_code == 2
+    spec = _spec(small)
+    spec.router_weights = None
+    with pytest.raises(ParameterError, match="without router_weights") as e:
+        run_import(spec, tmp_path / "runs" / "no-weights")
+    _assert_nothing_written(tmp_path / "runs" / "no-weights")
+
+
 def test_failure_while_writing_leaves_no_run(small, tmp_path, monkeypatch) -> None:
     def boom(self, configs):
         raise HadisError("Simulated failure while writing.")
@@ -380,6 +394,17 @@ def test_generic_cli(small: dict, tmp_path: Path) -> None:
         app, ["import", "files", "--out", str(tmp_path / "x"), "--prompts", str(d / "prompts.txt"),
               "--model", "light", "--latency", "light=1:zero"],
     )  # fmt: skip
-    # CliRunner bypasses main(), so the UsageError (exit 2 there) surfaces as the exception.
-    assert res.exit_code != 0 and isinstance(res.exception, UsageError)
+    # CliRunner bypasses main(), so the InputError (exit 2 there) surfaces as the exception.
+    assert res.exit_code != 0 and isinstance(res.exception, InputError)
     assert "Latency spec 'light=1:zero'" in str(res.exception)
+    base = ["import", "files", "--out", str(tmp_path / "y"), "--prompts", str(d / "prompts.txt")]
+    for extra, message in (
+        (["--model", "light", "--features", str(d / "features.csv")],
+         "Prompt features were given without --weights."),
+        (["--model", "=x.txt"], "--model '=x.txt' is malformed; expected NAME[=CONFIDENCE_FILE]."),
+        (["--model", "light", "--external-metric", "fid"],
+         "--external-metric 'fid' is malformed; expected COLUMN=METRIC_ID."),
+    ):  # fmt: skip
+        res = CliRunner().invoke(app, [*base, *extra])
+        assert isinstance(res.exception, UsageError) and str(res.exception) == message
+    assert not (tmp_path / "y").exists()

@@ -19,6 +19,7 @@ from hadis_profile.cli import app  # noqa: E402
 from hadis_profile.errors import HadisError  # noqa: E402
 from hadis_profile.measure import profiler as P  # noqa: E402
 from hadis_profile.measure.generate import image_seed  # noqa: E402
+from hadis_profile.report.runs import render_run  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 
 MODELS = ["tiny-sd1-light", "tiny-sd1-heavy"]
@@ -281,7 +282,7 @@ def _render(report) -> str:
     from rich.console import Console
 
     console = Console(record=True, width=200)
-    P.render_report(report, console)
+    render_run(report, console)
     return console.export_text()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, ParameterError
 from hadis_profile.measurements import (
     ExternalConfig,
     LatencyStats,
     Measurements,
     ModelMeasurements,
 )
-from hadis_profile.pareto import compile_table, pareto_front
+from hadis_profile.pareto import (
+    choose_confidence_scorer,
+    compile_run,
+    compile_table,
+    pareto_front,
+)
 from hadis_profile.sweep import candidate_pairs, sweep_pair
 from hadis_profile.table import validate_document
 
@@ -379,3 +385,92 @@ def test_single_model_run_has_only_its_single_row():
     validate_document(doc)
     rows = doc["payload"]["rows"]
     assert [(r["kind"], r["light"], r["on_front"]) for r in rows] == [("single", "fast", True)]
+
+
+# --------------------------------------------------------------------------- from a run folder
+
+
+def test_sweep_options_are_refused_naming_the_parameter():
+    meas = small_measurements()
+    for kwargs, param in (({"pairs": "neighbours"}, "pairs"), ({"grid": 0}, "grid")):
+        with pytest.raises(ParameterError) as e:
+            compile_table(meas, **kwargs)
+        assert e.value.param == param and e.value.exit_code == 2
+        assert str(e.value).startswith(param) and "--" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("available", "latest", "requested", "expected"),
+    [
+        ([], None, None, None),
+        (["c:a"], None, None, "c:a"),
+        (["c:a"], "c:zzz", None, "c:a"),  # the only one, whatever was recorded last
+        (["c:a", "c:b"], "c:b", None, "c:b"),  # several: the one recorded last
+        (["c:a", "c:b"], "c:b", "c:a", "c:a"),  # asked for wins over the latest
+        (["c:head:1", "c:other"], None, "c:h", "c:head:1"),  # unique prefix
+        (["c:a", "c:b"], None, None, "several scorers (c:a, c:b); choose one with requested"),
+        (["c:a", "c:b"], "c:gone", None, "several scorers"),
+        (["c:a", "c:b"], "c:a", "c:", "'c:' matches several of the run's confidence scorers"),
+        (["c:a"], None, "x", "requested 'x' is not among the run's confidence scorers (c:a)"),
+        ([], None, "x", "is not among the run's confidence scorers (none)"),
+    ],
+)
+def test_choose_confidence_scorer(available, latest, requested, expected):
+    if expected is None or expected in available:
+        assert choose_confidence_scorer(available, latest=latest, requested=requested) == expected
+        return
+    with pytest.raises(ParameterError, match=re.escape(expected)) as e:
+        choose_confidence_scorer(available, latest=latest, requested=requested)
+    assert e.value.param == "requested"
+
+
+@pytest.fixture
+def two_scorer_run(tmp_path):
+    """A synthetic run with two more confidence scorers, the first recorded as learned."""
+    from hadis_profile.discriminator import record_discriminator
+    from hadis_profile.synthetic import write_synthetic_run
+
+    store = write_synthetic_run(tmp_path / "run", n_prompts=30)
+    rng = np.random.default_rng(5)
+    for scorer in ("confidence:hadis-head:a", "confidence:hadis-head:b"):
+        for model in store.models():
+            k = store.image_ids(model).shape[1]
+            store.put_confidences_bulk(model, rng.uniform(size=(30, k)), scorer=scorer)
+    spec = {"kind": "learned", "scorer_id": "confidence:hadis-head:a", "encoder": "e"}
+    record_discriminator(store, spec)
+    store.close()
+    return tmp_path / "run", spec
+
+
+def test_compile_run_equals_compile_table_on_the_chosen_scorer(two_scorer_run):
+    from hadis_profile.store import RunStore
+
+    run, spec = two_scorer_run
+    for confidence, expected_disc in (
+        (None, spec),  # the discriminator recorded last, with its recorded spec
+        ("confidence:hadis-head:b", {"scorer_id": "confidence:hadis-head:b"}),
+        ("confidence:synthetic", {"scorer_id": "confidence:synthetic"}),
+    ):
+        chosen = expected_disc["scorer_id"]
+        doc = compile_run(run, confidence=confidence, pairs="adjacent", grid=4, nominal=True)
+        with RunStore.open(run) as store:
+            meas = store.load_measurements(confidence_scorer=chosen)
+        meas.provenance["discriminator"] = expected_disc
+        expected = compile_table(meas, pairs="adjacent", grid=4, nominal=True)
+        assert doc["payload"] == expected["payload"] and doc["sha256"] == expected["sha256"]
+        assert doc["payload"]["provenance"]["discriminator"] == expected_disc
+    # The scorer matters: the thresholds are calibrated on its confidences.
+    a = compile_run(run, confidence="confidence:hadis-head:a", grid=4)["payload"]["rows"]
+    b = compile_run(run, confidence="confidence:hadis-head:b", grid=4)["payload"]["rows"]
+    assert [r["confidence_threshold"] for r in a] != [r["confidence_threshold"] for r in b]
+
+
+def test_compile_run_names_its_own_parameters(two_scorer_run, tmp_path):
+    run, _ = two_scorer_run
+    with pytest.raises(ParameterError, match=r"^confidence 'confidence:hadis-head' matches") as e:
+        compile_run(run, confidence="confidence:hadis-head")
+    assert e.value.param == "confidence"
+    assert e.value.for_flag("--confidence").startswith("--confidence 'confidence:hadis-head'")
+    with pytest.raises(ParameterError) as e:  # refused before the run is even opened
+        compile_run(tmp_path / "no-such-run", grid=0)
+    assert e.value.param == "grid"

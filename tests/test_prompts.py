@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hadis_profile.cli import app
-from hadis_profile.errors import HadisError, UsageError
+from hadis_profile.errors import HadisError, InputError, ParameterError
 from hadis_profile.prompts import PromptSet, load_prompts, prompt_set_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,12 +57,16 @@ def test_csv_quoting_and_default_text_column(tmp_path: Path) -> None:
 
 def test_unknown_column_lists_the_columns(tmp_path: Path) -> None:
     f = write(tmp_path / "p.csv", "id,caption\n1,a cat\n")
-    with pytest.raises(UsageError, match=r"no 'prompt' or 'text' column.*'id', 'caption'"):
-        load_prompts(f)
     with pytest.raises(
-        UsageError, match="has no column 'Prompt'; its columns are: 'id', 'caption'"
-    ):
+        ParameterError, match=r"no 'prompt' or 'text' column; choose one with column from: 'id'"
+    ) as info:
+        load_prompts(f)
+    assert info.value.param == "column"
+    with pytest.raises(
+        ParameterError, match="has no column 'Prompt'; its columns are: 'id', 'caption'"
+    ) as info:
         load_prompts(f, column="Prompt")
+    assert info.value.for_flag("--column").startswith("p.csv has no --column 'Prompt';")
     assert load_prompts(f, column="caption").texts == ("a cat",)
 
 
@@ -98,7 +102,7 @@ def test_parquet_round_trip(tmp_path: Path) -> None:
     ps = load_prompts(f)
     assert ps.texts == ("a", "b") and ps.n_blank == 1 and ps.n_duplicates == 1
     assert load_prompts(f, column="other").texts == tuple("wxyz")
-    with pytest.raises(UsageError, match="column 'n' holds int64, not strings"):
+    with pytest.raises(InputError, match="column 'n' holds int64, not strings"):
         load_prompts(f, column="n")
     with pytest.raises(HadisError, match="not a readable parquet file"):
         load_prompts(write(tmp_path / "bad.parquet", "not parquet"))
@@ -125,19 +129,21 @@ def test_limit_and_deterministic_sample(tmp_path: Path) -> None:
     limited = load_prompts(f, limit=20, sample=5, seed=1)
     assert all(int(t.split()[1]) < 20 for t in limited.texts)
     assert (limited.limit, limited.sample, limited.seed) == (20, 5, 1)
-    with pytest.raises(UsageError, match=r"Cannot sample 30 prompts from the first 20 in p\.txt"):
+    with pytest.raises(ParameterError, match=r"sample 30 is more than the first 20 prompts in p"):
         load_prompts(f, limit=20, sample=30)
-    with pytest.raises(UsageError, match=r"Cannot sample 101 prompts from the 100 in p\.txt"):
+    with pytest.raises(ParameterError, match=r"sample 101 is more than the 100 prompts in p\.txt"):
         load_prompts(f, sample=101)
-    with pytest.raises(UsageError, match="limit must be at least 1"):
-        load_prompts(f, limit=0)
+    for bad in ({"limit": 0}, {"sample": -1}):
+        with pytest.raises(ParameterError, match="must be at least 1") as info:
+            load_prompts(f, **bad)
+        assert info.value.param == next(iter(bad))
 
 
 # ---------------------------------------------------------------------- errors
 
 
 def test_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         load_prompts(tmp_path / "missing.txt")
     with pytest.raises(HadisError, match="is empty"):
         load_prompts(write(tmp_path / "empty.txt", ""))
@@ -145,28 +151,33 @@ def test_file_errors(tmp_path: Path) -> None:
         load_prompts(write(tmp_path / "blank.txt", "\n   \n\t\n"))
     with pytest.raises(HadisError, match="has no prompts"):
         load_prompts(write(tmp_path / "header.csv", "prompt\n"))
-    with pytest.raises(UsageError, match=r"unsupported extension '\.docx'.*\.txt, \.tsv"):
+    with pytest.raises(InputError, match=r"unsupported extension '\.docx'.*\.txt, \.tsv"):
         load_prompts(write(tmp_path / "p.docx", "a\n"))
-    with pytest.raises(UsageError, match="A column applies only to"):
+    with pytest.raises(ParameterError, match=r"^column applies only to \.tsv, \.csv"):
         load_prompts(write(tmp_path / "p.txt", "a\n"), column="prompt")
     (tmp_path / "folder.txt").mkdir()
-    with pytest.raises(UsageError, match="not a file"):
+    with pytest.raises(InputError, match="not a file"):
         load_prompts(tmp_path / "folder.txt")
 
 
 def test_undecodable_file_names_encoding_and_options(tmp_path: Path) -> None:
     f = tmp_path / "latin.txt"
     f.write_bytes("café au lait\nna\xefve\n".encode("latin-1"))
-    with pytest.raises(HadisError) as info:
+    with pytest.raises(ParameterError) as info:
         load_prompts(f)
     message = str(info.value)
     assert "not valid utf-8 (byte 0xe9 at offset 3)" in message
-    assert "errors='replace' or 'ignore'" in message and "--encoding" in message
+    assert "choose another encoding, or have undecodable bytes replaced or ignored" in message
+    assert "--" not in message  # the library names parameters; the CLI names flags
+    assert "choose another --encoding," in info.value.for_flag("--encoding")
     assert load_prompts(f, encoding="latin-1").texts == ("café au lait", "naïve")
     assert load_prompts(f, errors="ignore").texts == ("caf au lait", "nave")
     assert load_prompts(f, errors="replace").texts[0] == "caf\ufffd au lait"
-    with pytest.raises(UsageError, match="Unknown text encoding 'klingon'"):
+    with pytest.raises(ParameterError, match="encoding 'klingon' is not a known text encoding"):
         load_prompts(f, encoding="klingon")
+    with pytest.raises(ParameterError, match="errors 'drop' is not an error handler") as info:
+        load_prompts(f, errors="drop")
+    assert info.value.param == "errors"
 
 
 # ---------------------------------------------------------------------- hash

@@ -266,13 +266,14 @@ def test_router_fit_refuses_clearly(synthetic_run: Path, tmp_path: Path) -> None
     for extra, match in [
         (["--light", "nope"], "Unknown model 'nope'"),
         (["--light", SYNTHETIC_MODELS[0][0], "--heavy", SYNTHETIC_MODELS[0][0]], "both"),
-        (["--method", "svm"], "Unknown calibration method"),
         (["--train-fraction", "1"], "strictly between 0 and 1"),
         (["--metric", "pick_score"], "Unknown metric"),
     ]:
         res = runner.invoke(app, [*base, *extra])
         assert isinstance(res.exception, HadisError), (extra, res.output)
         assert match in str(res.exception)
+    res = runner.invoke(app, [*base, "--method", "svm"])  # a choice: refused before the command
+    assert res.exit_code == 2 and "svm" in res.output and "ridge" in res.output
     empty = RunStore.create(tmp_path / "bare", provenance={})
     empty.add_prompts(["a", "b"])
     with pytest.raises(HadisError, match="no router features") as e:

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hadis_profile.cli import app
-from hadis_profile.errors import UsageError
+from hadis_profile.errors import InputError
 from hadis_profile.zoo import ModelSpec, Zoo, load_zoo, parse_zoo, zoo_hash
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def spec(**overrides: Any) -> ModelSpec:
 
 
 def error_of(data: Any) -> str:
-    with pytest.raises(UsageError) as info:
+    with pytest.raises(InputError) as info:
         parse_zoo(data, origin="zoo.yaml")
     message = str(info.value)
     assert "\n" not in message, "a zoo error must be one line"
@@ -221,20 +221,20 @@ def test_defaults_apply_and_a_bad_default_is_reported_once() -> None:
 
 
 def test_load_zoo_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         load_zoo(tmp_path / "missing.yaml")
     empty = tmp_path / "empty.yaml"
     empty.write_text("", encoding="utf-8")
-    with pytest.raises(UsageError, match=r"empty\.yaml is empty"):
+    with pytest.raises(InputError, match=r"empty\.yaml is empty"):
         load_zoo(empty)
     broken = tmp_path / "broken.yaml"
     broken.write_text("models:\n  - name: a\n   steps: 2\n", encoding="utf-8")
-    with pytest.raises(UsageError, match=r"is not valid YAML at line 3, column \d+"):
+    with pytest.raises(InputError, match=r"is not valid YAML at line 3, column \d+"):
         load_zoo(broken)
     dup = tmp_path / "dup.yaml"
     text = yaml.safe_dump({"models": [entry()]}).replace("steps: 2\n", "steps: 2\n  steps: 4\n")
     dup.write_text(text, encoding="utf-8")
-    with pytest.raises(UsageError, match="duplicate key 'steps'"):
+    with pytest.raises(InputError, match="duplicate key 'steps'"):
         load_zoo(dup)
 
 
@@ -294,6 +294,92 @@ def test_zoo_hash_changes_with_one_model_only() -> None:
     assert zoo_hash(Zoo(models=(a,))) != zoo_hash(zoo)
 
 
+PINNED_ZOO = """\
+defaults: {dtype: fp16, height: 1024, width: 1024}
+models:
+  - name: lightning-2step
+    source: stabilityai/stable-diffusion-xl-base-1.0
+    pipeline: StableDiffusionXLPipeline
+    components:
+      - component: unet
+        repo: ByteDance/SDXL-Lightning
+        file: sdxl_lightning_2step_unet.safetensors
+    scheduler: {class: EulerDiscreteScheduler, kwargs: {timestep_spacing: trailing}}
+    steps: 2
+    guidance_scale: 0.0
+    variant: fp16
+    family: sdxl
+    tags: [light]
+  - name: sd35-medium
+    source: stabilityai/stable-diffusion-3.5-medium
+    steps: 40
+    guidance_scale: 4.5
+    negative_prompt: "flou, déformé"
+    tags: [heavy]
+"""
+
+
+def test_zoo_hashes_are_unchanged_and_follow_their_definition(tmp_path: Path) -> None:
+    """Every run is keyed by these hashes, so their bytes must never drift.
+
+    The literals were computed by the zoo module before it shared
+    ``fileio``'s canonical JSON; the payloads are written out by hand and
+    hashed with hashlib and json directly (sorted keys, compact, UTF-8).
+    """
+    import hashlib
+    import json
+
+    def sha(obj: Any) -> str:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    path = tmp_path / "zoo.yaml"
+    path.write_text(PINNED_ZOO, encoding="utf-8")
+    zoo = load_zoo(path)
+    common = {"format": "hadis-profile/model-spec/1", "height": 1024, "width": 1024}
+    lightning = {
+        **common,
+        "source": "stabilityai/stable-diffusion-xl-base-1.0",
+        "pipeline": "StableDiffusionXLPipeline",
+        "components": [
+            {
+                "component": "unet",
+                "repo": "ByteDance/SDXL-Lightning",
+                "file": "sdxl_lightning_2step_unet.safetensors",
+            }
+        ],
+        "scheduler": {
+            "class": "EulerDiscreteScheduler",
+            "kwargs": {"timestep_spacing": "trailing"},
+        },
+        "steps": 2,
+        "guidance_scale": 0.0,
+        "dtype": "fp16",
+        "variant": "fp16",
+    }
+    medium = {
+        **common,
+        "source": "stabilityai/stable-diffusion-3.5-medium",
+        "pipeline": "auto",
+        "steps": 40,
+        "guidance_scale": 4.5,
+        "dtype": "fp16",
+        "negative_prompt": "flou, déformé",
+    }
+    specs = {"lightning-2step": sha(lightning), "sd35-medium": sha(medium)}
+    assert (
+        {m.name: m.spec_hash() for m in zoo}
+        == specs
+        == {
+            "lightning-2step": "0c22d9ba9d97bf6350b034084c46cf0ce926a866007c642976ba2ba15664bee5",
+            "sd35-medium": "99b21dd14129368e8c4806398439a70a052f70526865812b2f08d517a59543f6",
+        }
+    )
+    expected = sha({"format": "hadis-profile/zoo/1", "models": specs})
+    assert zoo.hash() == expected
+    assert expected == "bacc54a9b3e2fc00c3ac0c9c53f064fff934ba3730895287860e5e1035d9ea15"
+
+
 def test_store_record_matches_upsert_model_signature() -> None:
     record = spec().store_record()
     assert set(record) == {"spec_hash", "steps", "height", "width", "dtype", "spec"}
@@ -314,13 +400,13 @@ def test_get_and_select() -> None:
         }
     )
     assert "fast" in zoo and zoo.names == ["fast", "slow"]
-    with pytest.raises(UsageError, match="did you mean 'fast'"):
+    with pytest.raises(InputError, match="did you mean 'fast'"):
         zoo.get("fsat")
     assert zoo.select(names=["slow", "fast"]).names == ["slow", "fast"]
     assert zoo.select(tags=["heavy"]).names == ["slow"]
     assert zoo.select(tags=["sdxl"]).names == ["fast", "slow"]  # family counts as a tag
     assert zoo.select(tags=["light", "sdxl"]).names == ["fast"]
-    with pytest.raises(UsageError, match="No selected model carries all of the tags"):
+    with pytest.raises(InputError, match="No selected model carries all of the tags"):
         zoo.select(tags=["sd3"])
 
 
@@ -370,7 +456,7 @@ def test_zoo_scorers_are_kept_through_selection_and_validated():
     }
     zoo = parse_zoo({"models": [entry], "scorers": ["clip_score:./clip"]})
     assert zoo.select(["m"]).scorers == ("clip_score:./clip",)
-    with pytest.raises(UsageError, match="'scorers' must be a list"):
+    with pytest.raises(InputError, match="'scorers' must be a list"):
         parse_zoo({"models": [entry], "scorers": "clip_score"})
 
 

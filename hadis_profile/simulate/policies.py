@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, ParameterError
 from hadis_profile.resolve import Plan, resolve
 from hadis_profile.table import CascadeTable, make_document
 
@@ -636,11 +636,15 @@ def _diffserve_table(ctx: Context, mean_qps: float, pair: tuple[str, str] | None
     light, heavy = pair
     for m in pair:
         if m not in ctx.table.models:
-            raise HadisError(
-                f"--pair names model '{m}', which is not in the table ({', '.join(ctx.models)})."
+            raise ParameterError(
+                "pair",
+                f"{{param}} names model '{m}', which is not in the table "
+                f"({', '.join(ctx.models)}).",
             )
     if ctx.index[light] >= ctx.index[heavy]:
-        raise HadisError(f"--pair {light},{heavy}: the light model must be the cheaper one.")
+        raise ParameterError(
+            "pair", f"{{param}} {light},{heavy}: the light model must be the cheaper one."
+        )
     return restricted_table(
         ctx,
         router=False,

@@ -1,0 +1,234 @@
+"""``hadis-profile run``: profile a zoo (latency per batch size, then scored images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hadis_profile.cli.options import (
+    FID_FEATURES,
+    QUALITY_SCORER,
+    RUN_DISCRIMINATOR,
+    BatchSizes,
+    CacheDirOption,
+    OnlineOption,
+    console,
+    err_console,
+    parse_batch_sizes,
+    verbs,
+)
+
+app = verbs()
+apps = (app,)
+
+# RunOptions fields whose flag is spelled differently.
+_FLAGS = {
+    "time_budget_s": "--time-budget",
+    "models": "--model",
+    "tags": "--tag",
+    "scorers": "--scorer",
+    "gpu": "--gpu",
+    "devices": "--devices",
+}
+
+
+@app.command("run", flags=_FLAGS)
+def run_cmd(
+    zoo: Annotated[Path, typer.Option("--zoo", help="The zoo YAML file.")] = Path("model_zoo.yaml"),
+    prompts: Annotated[
+        Path, typer.Option("--prompts", "-p", help="Prompt file (.txt/.tsv/.csv/.jsonl/.parquet).")
+    ] = Path("prompts/varied.txt"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created or resumed).")] = (
+        Path("outputs/run")
+    ),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Only this model; repeatable.")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="Only models with this tag.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use the first N prompts.")] = None,
+    images_per_prompt: Annotated[
+        int, typer.Option("--images-per-prompt", "-k", help="Images per prompt.")
+    ] = 4,
+    seed: Annotated[int, typer.Option(help="Base seed of the per-(prompt, image) seeds.")] = 0,
+    batch_sizes: Annotated[
+        BatchSizes,
+        typer.Option(
+            "--batch-sizes",
+            parser=parse_batch_sizes,
+            metavar="B1,B2,...",
+            help="Batch sizes to time, comma-separated.",
+        ),
+    ] = "1,2,4,8,16,32",
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up calls per batch size.")] = 1,
+    reps: Annotated[
+        int,
+        typer.Option(help="The most timed calls per batch size (a stable point stops sooner)."),
+    ] = 30,
+    min_reps: Annotated[
+        int,
+        typer.Option(
+            "--min-reps",
+            help="The fewest timed calls per batch size (6 gives the median a 95% interval).",
+        ),
+    ] = 6,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            help="Stop a batch size once its median's 95% interval is within this fraction "
+            "of it; 0 times exactly --reps calls.",
+        ),
+    ] = 0.02,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--time-budget",
+            help="Cap on the timed seconds per batch size (never below --min-reps calls); "
+            "the summary says which points it cut short.",
+        ),
+    ] = None,
+    gen_batch: Annotated[
+        int | None,
+        typer.Option(
+            "--gen-batch",
+            help="Images per generation call (default: the best-throughput feasible batch; "
+            "a larger request is clamped to the largest feasible one).",
+        ),
+    ] = None,
+    no_weights: Annotated[
+        bool,
+        typer.Option(
+            "--no-weights",
+            help="Build each model from its shipped architecture with random weights: "
+            "latency, memory and the OOM point without downloading checkpoints (no quality).",
+        ),
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option(help="auto (the default), cpu, cuda or cuda:N.")
+    ] = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices",
+            help="Shard the models over local devices, one worker process each: 0,1,2,3 "
+            "(cuda:0..3) or cpu,cpu.",
+        ),
+    ] = None,
+    gpu: Annotated[
+        str | None,
+        typer.Option("--gpu", help="Hardware label (e.g. a100); must match the detected device."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Record --gpu even if it contradicts the device.")
+    ] = False,
+    scorer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scorer",
+            parser=QUALITY_SCORER,
+            metavar=QUALITY_SCORER.metavar,
+            help="Per-image quality scorer; repeatable (default: the zoo's scorers: list, "
+            "else clip_score).",
+        ),
+    ] = None,
+    discriminator: Annotated[
+        str,
+        typer.Option(
+            parser=RUN_DISCRIMINATOR,
+            metavar=RUN_DISCRIMINATOR.metavar,
+            help="Escalation signal: clip (CLIP score / 100), none, a head from "
+            "`discriminator train`, or a plug-in.",
+        ),
+    ] = "clip",
+    fid: Annotated[
+        str,
+        typer.Option(parser=FID_FEATURES, metavar=FID_FEATURES.metavar, help="FID features."),
+    ] = "none",
+    fid_reference: Annotated[
+        Path | None,
+        typer.Option("--fid-reference", help="Reference stats (.npz mu/sigma) or image folder."),
+    ] = None,
+    save_images: Annotated[
+        bool, typer.Option("--save-images", help="Write PNGs under RUN/images/.")
+    ] = False,
+    stages: Annotated[
+        bool, typer.Option("--stages", help="Also time text encoding / denoising / VAE decode.")
+    ] = False,
+    skip_latency: Annotated[bool, typer.Option("--skip-latency")] = False,
+    skip_quality: Annotated[bool, typer.Option("--skip-quality")] = False,
+    no_router: Annotated[
+        bool, typer.Option("--no-router", help="Do not compute router features.")
+    ] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard what the run holds.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be measured; run nothing.")
+    ] = False,
+    no_probe: Annotated[
+        bool,
+        typer.Option(
+            "--no-probe",
+            help="With --dry-run: estimate GPU time only from stored latencies; load no model.",
+        ),
+    ] = False,
+    online: OnlineOption = False,
+    cache_dir: CacheDirOption = None,
+) -> None:
+    """Profile the zoo: latency per batch size, then K seeded images per prompt, scored.
+
+    Every finished unit (a batch size, a prompt's images) is committed at once;
+    rerunning the same command resumes where it stopped. A model that fails does
+    not stop the others; the run then exits 1 naming it. --no-weights times the
+    real architectures with random weights before any checkpoint is downloaded.
+    """
+    from hadis_profile.errors import UsageError
+    from hadis_profile.measure.devices import parse_devices
+    from hadis_profile.measure.profiler import RunFailed, RunOptions, run_profile
+    from hadis_profile.report.runs import render_run
+
+    if devices is not None and device is not None:
+        raise UsageError("--device and --devices are mutually exclusive; pass one of them.")
+    opts = RunOptions(
+        zoo=zoo,
+        prompts=prompts,
+        out=out,
+        models=model,
+        tags=tag,
+        limit=limit,
+        images_per_prompt=images_per_prompt,
+        seed=seed,
+        batch_sizes=list(batch_sizes),
+        warmup=warmup,
+        reps=reps,
+        min_reps=min_reps,
+        tolerance=tolerance or None,
+        time_budget_s=time_budget,
+        gen_batch=gen_batch,
+        no_weights=no_weights,
+        device=device or "auto",
+        devices=parse_devices(devices) if devices is not None else None,
+        gpu=gpu,
+        force=force,
+        scorers=scorer or None,
+        discriminator=discriminator,
+        fid=fid,
+        fid_reference=fid_reference,
+        save_images=save_images,
+        stages=stages,
+        latency=not skip_latency,
+        quality=not skip_quality,
+        router=not no_router,
+        fresh=fresh,
+        dry_run=dry_run,
+        probe=not no_probe,
+        online=online,
+        cache_dir=cache_dir,
+    )
+    try:
+        report = run_profile(opts, console=err_console)
+    except RunFailed as e:  # the summary of what did get measured, then the one sentence
+        render_run(e.report, console)
+        raise
+    render_run(report, console)
