@@ -133,8 +133,9 @@ def run_demo(
 
 
 def _tiny_run(out: Path, run_dir: Path, n_prompts: int, console: Any) -> str:
-    from hadis_profile.measure.profiler import RunOptions, render_report, run_profile
+    from hadis_profile.measure.profiler import RunOptions, run_profile
     from hadis_profile.measure.tiny import ZOO_FILE, build_tiny_zoo
+    from hadis_profile.report.runs import render_run
 
     zoo_dir = out / "tiny-zoo"
     if not (zoo_dir / ZOO_FILE).is_file():
@@ -150,12 +151,11 @@ def _tiny_run(out: Path, run_dir: Path, n_prompts: int, console: Any) -> str:
         batch_sizes=(1, 2, 4),
         warmup=2,
         reps=5,
-        gen_batch=4,
         device="cpu",
         discriminator="clip",
         threads=1,
     )
     report = run_profile(opts, console=console)
     if console is not None:
-        render_report(report, console)
+        render_run(report, console)
     return "pick_score"  # PickScore is not clamped: more spread than CLIP score

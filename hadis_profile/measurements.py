@@ -33,6 +33,7 @@ class LatencyStats:
     infeasible: bool = False
     warmup: int = 0
     reps: int = 0
+    p95_s: float | None = None  # None in stores and tables written before it was recorded
 
     @property
     def cv(self) -> float:

@@ -27,6 +27,10 @@ from measure_helpers import tiny_zoo  # noqa: E402
 
 from hadis_profile import discriminator as D  # noqa: E402
 from hadis_profile.errors import HadisError  # noqa: E402
+from hadis_profile.fileio import sha256_file  # noqa: E402
+from hadis_profile.measure import discriminator as MD  # noqa: E402
+from hadis_profile.measure import discriminator_run as DR  # noqa: E402
+from hadis_profile.measure import encoder as E  # noqa: E402
 from hadis_profile.measure import profiler as P  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 
@@ -93,7 +97,7 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("head")
-    res = D.train_discriminator(
+    res = DR.train_discriminator(
         world["real"],
         world["run"],
         encoder=str(world["tz"].clip_path),
@@ -198,7 +202,7 @@ def test_choosing_the_confidence_scorer(tmp_path):
             "confidence:hadis-head:b"
         )
         spec = {"kind": "learned", "scorer_id": "confidence:hadis-head:a"}
-        D.record_discriminator(store, spec)
+        DR.record_discriminator(store, spec)
         assert store.default_confidence_scorer() == "confidence:hadis-head:a"
         prov = store.provenance
         assert D.discriminator_for_table(prov, "confidence:hadis-head:a") == spec
@@ -221,14 +225,14 @@ def test_training_beats_chance_and_records_its_data(world, trained):
     assert meta["encoder"] == str(world["tz"].clip_path.resolve())
     assert meta["dim"] == 16 and meta["architecture"].startswith("Linear(16, 256)")
     reals = sorted(p for p in world["real"].rglob("real_*"))
-    assert meta["data"]["real_sha256"] == D.set_hash(D.file_sha256(p) for p in reals)
+    assert meta["data"]["real_sha256"] == D.set_hash(sha256_file(p) for p in reals)
     assert meta["data"]["n_real"] == N_REAL and meta["data"]["n_generated"] == 24
     assert meta["data"]["unreadable_skipped"] == 1  # broken_0.png: skipped, counted
     assert [p.name for p, _ in trained.unreadable] == ["broken_0.png"]
     assert meta["data"]["generated_models"] == sorted(MODELS)
     assert meta["hyperparameters"]["seed"] == 0 and meta["hyperparameters"]["epochs"] == 20
-    head = D.load_head(trained.head_path)
-    assert head.sha256 == trained.head_sha256 == D.file_sha256(trained.head_path)
+    head = MD.load_head(trained.head_path)
+    assert head.sha256 == trained.head_sha256 == sha256_file(trained.head_path)
     assert trained.scorer_id == f"confidence:hadis-head:{head.sha256[:12]}"
     assert head.metadata == meta
     side = json.loads(trained.metadata_path.read_text())
@@ -238,7 +242,7 @@ def test_training_beats_chance_and_records_its_data(world, trained):
 def test_training_is_deterministic_and_hits_the_feature_cache(world, trained, tmp_path):
     assert trained.encoded == N_REAL + 24 and trained.cache_hits == 0
     cache = trained.cache_path.parent
-    again = D.train_discriminator(
+    again = DR.train_discriminator(
         world["real"],
         world["run"],
         encoder=str(world["tz"].clip_path),
@@ -251,7 +255,7 @@ def test_training_is_deterministic_and_hits_the_feature_cache(world, trained, tm
     assert again.cache_hits == N_REAL + 24 and again.encoded == 0
     assert again.head_path.read_bytes() == trained.head_path.read_bytes()
     assert again.metadata["metrics"] == trained.metadata["metrics"]
-    other = D.train_discriminator(
+    other = DR.train_discriminator(
         world["real"],
         world["run"],
         encoder=str(world["tz"].clip_path),
@@ -262,11 +266,11 @@ def test_training_is_deterministic_and_hits_the_feature_cache(world, trained, tm
         feature_cache=cache,
     )
     assert other.encoded == 0 and other.head_sha256 != trained.head_sha256
-    assert D.load_head(other.head_path).metadata["hyperparameters"]["seed"] == 1
+    assert MD.load_head(other.head_path).metadata["hyperparameters"]["seed"] == 1
 
 
 def test_confidence_is_p_real_in_unit_interval(world, trained):
-    disc = D.LearnedDiscriminator(trained.head_path, encoder=str(world["tz"].clip_path))
+    disc = MD.LearnedDiscriminator(trained.head_path, encoder=str(world["tz"].clip_path))
     assert disc.scorer_id == trained.scorer_id
     rng = np.random.default_rng(99)
     real = [PIL_Image.fromarray(draw_sky(rng)) for _ in range(4)]
@@ -427,9 +431,9 @@ def test_profiler_records_learned_confidences_directly(world, trained, tmp_path)
         assert store.provenance["discriminator"]["scorer_id"] == trained.scorer_id
         direct = store.load_measurements().models["tiny-sd1-light"].confidence
     # the same images, scored from the saved PNGs of the first run
-    disc = D.LearnedDiscriminator(trained.head_path)
+    disc = MD.LearnedDiscriminator(trained.head_path)
     with RunStore.open(world["run"]) as store:
-        ims = [im for im in D.run_images(store, ["tiny-sd1-light"]) if im.prompt_id < 2]
+        ims = [im for im in DR.run_images(store, ["tiny-sd1-light"]) if im.prompt_id < 2]
     ims.sort(key=lambda im: (im.prompt_id, im.seed_index))
     conf = disc.confidence([PIL_Image.open(im.path) for im in ims], ["x"] * len(ims))
     assert np.allclose(direct, conf.reshape(2, K).mean(axis=1), atol=1e-5)
@@ -461,7 +465,7 @@ def test_bad_real_folders_are_one_sentence(world, tmp_path, capsys, monkeypatch)
     def denied(path):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(D.os, "listdir", denied)  # root ignores chmod, so simulate it
+    monkeypatch.setattr(E.os, "listdir", denied)  # root ignores chmod, so simulate it
     code, _, err = cli(capsys, *base, "--real", world["real"])
     assert "Cannot read the real image folder" in one_line_error(code, err)
 
@@ -497,7 +501,7 @@ def test_bad_heads_and_encoders_are_one_sentence(world, trained, tmp_path, capsy
     code, _, err = cli(capsys, *score)  # learned without a head
     assert "--head" in one_line_error(code, err, expect=2)
     code, _, err = cli(capsys, *score, "--kind", "clip", "--head", trained.head_path)
-    assert "--head goes with --kind learned" in one_line_error(code, err, expect=2)
+    assert "--head goes with the learned kind" in one_line_error(code, err, expect=2)
 
 
 def test_corrupt_generated_image_is_counted_after_scoring_the_rest(

@@ -160,7 +160,7 @@ def test_folder_override_and_auto_pipeline():
 
 def test_missing_checkpoints_fail_fast_with_a_fetch_hint(tmp_path):
     t0 = time.perf_counter()
-    with pytest.raises(HadisError, match="huggingface-cli download org-x/model-y --revision abc"):
+    with pytest.raises(HadisError, match="hf download org-x/model-y --revision abc"):
         load_pipeline(
             _spec(source="org-x/model-y", revision="abc"), device="cpu", cache_dir=tmp_path
         )
@@ -324,5 +324,5 @@ def test_confidence_overhead_and_clip_features(clip_scorer):
 
 
 def test_scorer_checkpoint_missing_offline(tmp_path):
-    with pytest.raises(HadisError, match="huggingface-cli download org-x/clip-y"):
+    with pytest.raises(HadisError, match="hf download org-x/clip-y"):
         S.CLIPScorer("org-x/clip-y", cache_dir=tmp_path)

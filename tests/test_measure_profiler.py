@@ -19,6 +19,7 @@ from hadis_profile.cli import app  # noqa: E402
 from hadis_profile.errors import HadisError  # noqa: E402
 from hadis_profile.measure import profiler as P  # noqa: E402
 from hadis_profile.measure.generate import image_seed  # noqa: E402
+from hadis_profile.report.runs import render_run  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 
 MODELS = ["tiny-sd1-light", "tiny-sd1-heavy"]
@@ -81,7 +82,15 @@ def test_full_run_fills_the_store_and_compiles(tmp_path, prompts_file):
         assert all(0 < v < 10 for v in overhead.values())
         for name in MODELS:
             lat = store.latency(name, "cpu")
-            assert sorted(lat) == [1, 2] and all(s.reps == 2 for s in lat.values())
+            # gen_batch 3 is clamped to the largest feasible batch, 2; the 3 calls that
+            # made the 6 images at batch 2 joined that point's 2 timed sweep calls.
+            assert sorted(lat) == [1, 2] and lat[1].reps == 2 and lat[2].reps == 2 + 3
+            samples = store.latency_samples(name, "cpu")
+            assert [src for _, src in samples[1]] == ["sweep"] * 2
+            assert [src for _, src in samples[2]] == ["sweep"] * 2 + ["generation"] * 3
+            every = [x for x, _ in samples[2]]
+            assert lat[2].p50_s == pytest.approx(float(np.median(every)), rel=1e-12)
+            assert lat[2].p95_s == pytest.approx(float(np.percentile(every, 95)), rel=1e-12)
             assert store.done_prompts(name, 2) == {0, 1, 2}
         meas = store.load_measurements()
         assert set(meas.reference_stats) == {f"clip:{tz.clip_path}"}
@@ -264,7 +273,7 @@ def test_missing_model_fails_before_anything_runs(tmp_path, prompts_file):
         scorers=[f"clip_score:{tiny_zoo().clip_path}"],
         cache_dir=tmp_path,
     )
-    with pytest.raises(HadisError, match="huggingface-cli download org-x/not-cached"):
+    with pytest.raises(HadisError, match="hf download org-x/not-cached"):
         P.run_profile(opts)
     assert not (tmp_path / "run").exists()
 
@@ -273,7 +282,7 @@ def _render(report) -> str:
     from rich.console import Console
 
     console = Console(record=True, width=200)
-    P.render_report(report, console)
+    render_run(report, console)
     return console.export_text()
 
 

@@ -1,4 +1,4 @@
-"""run --devices: work division, device parsing, two CPU workers on the tiny zoo."""
+"""run --devices (the local launcher): work division, devices, two CPU workers on the tiny zoo."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from measure_helpers import tiny_zoo  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from hadis_profile.cli import app  # noqa: E402
-from hadis_profile.errors import HadisError, UsageError  # noqa: E402
+from hadis_profile.errors import HadisError, ParameterError, UsageError  # noqa: E402
+from hadis_profile.measure import devices as D  # noqa: E402
 from hadis_profile.measure import profiler as P  # noqa: E402
-from hadis_profile.measure import shard as S  # noqa: E402
+from hadis_profile.measure.job import one_line  # noqa: E402
+from hadis_profile.measure.launchers import local as S  # noqa: E402
 from hadis_profile.progress import ProgressBoard  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 
@@ -55,28 +57,56 @@ def test_divide_work_assigns_every_model_once_and_balances():
 
 
 def test_parse_devices_and_hardware_checks(monkeypatch):
-    assert S.parse_devices("0,1,2,3") == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
-    assert S.parse_devices(" cuda:1 , 2") == ["cuda:1", "cuda:2"]
-    assert S.parse_devices("cpu,cpu") == ["cpu", "cpu"]
+    assert D.parse_devices("0,1,2,3") == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert D.parse_devices(" cuda:1 , 2") == ["cuda:1", "cuda:2"]
+    assert D.parse_devices("cpu,cpu") == ["cpu", "cpu"]
     for bad, msg in (("0,0", "cuda:0 twice"), ("gpu0", "CUDA indices"), ("", "CUDA indices")):
-        with pytest.raises(UsageError, match=msg):
-            S.parse_devices(bad)
+        with pytest.raises(ParameterError, match=msg) as err:
+            D.parse_devices(bad)
+        assert err.value.param == "devices" and "--" not in str(err.value)
+    # The checks themselves, as the spawned describer runs them:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    with pytest.raises(HadisError, match=r"names cuda:4 but torch sees only 2 CUDA devices"):
-        S.device_infos(["cuda:0", "cuda:4"])
+    assert "names cuda:4 but torch sees only 2 CUDA devices" in D._describe_cuda(
+        ["cuda:0", "cuda:4"]
+    )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(HadisError, match="torch sees no CUDA device"):
-        S.device_infos(["cuda:0"])
-    a = P.DeviceInfo("cuda:0", "NVIDIA A100-SXM4-80GB", None, "a100-sxm4-80gb")
-    h = P.DeviceInfo("cuda:1", "NVIDIA H100 80GB HBM3", None, "h100-80gb-hbm3")
-    assert S.common_device([a, a], force=False) == a
-    with pytest.raises(HadisError, match="mixes NVIDIA A100-SXM4-80GB and NVIDIA H100"):
-        S.common_device([a, h], force=False)
-    assert S.common_device([a, h], force=True).name == f"{a.name} + {h.name}"
-    assert S.worker_threads(["cpu", "cpu"], 3) == 3
-    assert S._one_line(OSError("no\n  such file")) == "OSError: no such file"
-    assert "\n" not in S._failure("cuda:1", "m", "a\nb.")
+    assert "torch sees no CUDA device" in D._describe_cuda(["cuda:0"])
+    a = D.DeviceInfo("cuda:0", "NVIDIA A100-SXM4-80GB", None, "a100-sxm4-80gb")
+    h = D.DeviceInfo("cuda:1", "NVIDIA H100 80GB HBM3", None, "h100-80gb-hbm3")
+    assert D.common_device([a, a], force=False) == a
+    with pytest.raises(HadisError, match="mix NVIDIA A100-SXM4-80GB and NVIDIA H100"):
+        D.common_device([a, h], force=False)
+    assert D.common_device([a, h], force=True).name == f"{a.name} + {h.name}"
+    assert D.worker_threads(["cpu", "cpu"], 3) == 3
+    assert one_line(OSError("no\n  such file")) == "OSError: no such file"
+
+
+def test_the_parent_never_touches_cuda_to_describe_devices(monkeypatch):
+    """Describing CUDA devices happens in a spawned child: the parent's CUDA calls (which
+    would open a context holding memory on that GPU) must not run at all."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("the parent process called into torch.cuda")
+
+    for name in ("is_available", "device_count", "get_device_name", "init"):
+        monkeypatch.setattr(torch.cuda, name, boom)
+    # This machine's child sees no GPU, which is the real answer, reached without the parent.
+    with pytest.raises(ParameterError, match="torch sees no CUDA device"):
+        D.device_infos(["cuda:0"])
+    assert D.device_infos(["cpu", "cpu"], threads=1)[0].device == "cpu"
+
+
+def test_each_worker_sees_only_its_own_gpu(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert S.visible_device("cpu") is None
+    assert S.visible_device("cuda:3") == "3"
+    # --devices indices count among what this process sees, as torch numbers them
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert S.visible_device("cuda:1") == "6" and S.visible_device("cuda:0") == "4"
+    with S._cuda_visible("6"):
+        assert __import__("os").environ["CUDA_VISIBLE_DEVICES"] == "6"
+    assert __import__("os").environ["CUDA_VISIBLE_DEVICES"] == "4,6"
 
 
 def test_devices_and_device_are_mutually_exclusive(tmp_path):
@@ -85,8 +115,8 @@ def test_devices_and_device_are_mutually_exclusive(tmp_path):
     # CliRunner bypasses main(), so the UsageError (exit 2 there) surfaces as the exception.
     res = runner.invoke(app, [*base, "--device", "cpu", "--devices", "cpu,cpu"])
     assert isinstance(res.exception, UsageError) and "mutually exclusive" in str(res.exception)
-    res = runner.invoke(app, [*base, "--devices", "0,x"])
-    assert isinstance(res.exception, UsageError)
+    res = runner.invoke(app, [*base, "--devices", "0,x"])  # the library's sentence, our flag
+    assert isinstance(res.exception, UsageError) and str(res.exception).startswith("--devices")
     assert not (tmp_path / "r").exists()
 
 
@@ -195,38 +225,28 @@ def test_ctrl_c_stops_the_workers_and_a_rerun_completes(
     _assert_same_units(single_run, out)
 
 
-BARRIER = '''
-"""Test plug-in: worker 0 starts only once the other worker's model is fully stored."""
-import multiprocessing, os, sqlite3, time
+WORKER_PROBE = '''
+"""Test plug-in: fails if the worker process ever imported the run store."""
+import sys
 
 from hadis_profile.measure.scorers import FunctionDiscriminator
 
 
 def _half(images, prompts):
+    assert "hadis_profile.store" not in sys.modules, "a worker opened the run store"
     return [0.5] * len(prompts)
 
 
-def barrier():
-    if multiprocessing.current_process().name == "hadis-worker-0":
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            db = sqlite3.connect(os.environ["SHARD_TEST_DB"])
-            n = db.execute(
-                "SELECT COUNT(DISTINCT prompt_id) FROM images WHERE model = ?",
-                (os.environ["SHARD_TEST_MODEL"],),
-            ).fetchone()[0]
-            db.close()
-            if n >= int(os.environ["SHARD_TEST_PROMPTS"]):
-                break
-            time.sleep(0.2)
+def probe():
     return FunctionDiscriminator(_half, "confidence:half")
 '''
 
 
-def test_a_worker_failure_is_one_sentence_and_keeps_committed_units(
+def test_a_failing_model_leaves_the_other_workers_and_models_going(
     tmp_path, prompts_file, monkeypatch
 ):
     from hadis_profile.measure import pipelines
+    from hadis_profile.measure.summary import RunFailed
 
     tz = tiny_zoo()
     zoo = tmp_path / "zoo.yaml"
@@ -239,6 +259,8 @@ def test_a_worker_failure_is_one_sentence_and_keeps_committed_units(
                  pipeline: StableDiffusionPipeline, steps: 2, guidance_scale: 0.0}}
               - {{name: broken, source: {tmp_path / "gone"}, pipeline: StableDiffusionPipeline,
                  steps: 16, guidance_scale: 7.5}}
+              - {{name: after, source: {tz.root / "sd1"}, pipeline: StableDiffusionPipeline,
+                 steps: 1, guidance_scale: 0.0}}
             """
         )
     )
@@ -250,12 +272,9 @@ def test_a_worker_failure_is_one_sentence_and_keeps_committed_units(
         lambda spec, **kw: None if spec.name == "broken" else real(spec, **kw),
     )
     (tmp_path / "plug").mkdir()
-    (tmp_path / "plug" / "shard_barrier.py").write_text(BARRIER)
+    (tmp_path / "plug" / "worker_probe.py").write_text(WORKER_PROBE)
     monkeypatch.syspath_prepend(str(tmp_path / "plug"))  # spawned workers inherit sys.path
     out = tmp_path / "run"
-    monkeypatch.setenv("SHARD_TEST_DB", str(out / "store.sqlite"))
-    monkeypatch.setenv("SHARD_TEST_MODEL", MODELS[0])
-    monkeypatch.setenv("SHARD_TEST_PROMPTS", str(len(PROMPTS)))
     opts = P.RunOptions(
         zoo=zoo,
         prompts=prompts_file,
@@ -266,19 +285,22 @@ def test_a_worker_failure_is_one_sentence_and_keeps_committed_units(
         reps=2,
         devices=["cpu", "cpu"],
         scorers=[f"clip_score:{tz.clip_path}"],
-        discriminator="shard_barrier:barrier",
+        discriminator="worker_probe:probe",
         router=False,
     )
-    # broken (16 CFG steps) costs most, so worker 0 gets it and the light model goes to worker 1
-    with pytest.raises(HadisError) as err:
+    # broken (16 CFG steps) costs most, so worker 0 gets it (then nothing else); worker 1
+    # gets the two cheap models.
+    with pytest.raises(RunFailed) as err:
         P.run_profile(opts)
     msg = str(err.value)
     assert "\n" not in msg and "Traceback" not in msg
-    assert msg.startswith("The worker on cpu#0 failed while profiling broken: Model 'broken'")
-    assert "does not exist" in msg and "rerunning the same command resumes" in msg
+    assert msg.startswith("1 of 3 models failed: broken on cpu#0 during loading (Model 'broken'")
+    assert "does not exist" in msg and "rerunning the same command retries" in msg
     assert multiprocessing.active_children() == []
     with RunStore.open(out) as store:
-        assert sorted(store.latency(MODELS[0], "cpu")) == [1, 2]
-        assert store.done_prompts(MODELS[0], K) == {0, 1, 2}
+        for name in (MODELS[0], "after"):
+            assert sorted(store.latency(name, "cpu")) == [1, 2]
+            assert store.done_prompts(name, K) == {0, 1, 2}
         assert store.done_prompts("broken") == set()
-        assert set(store.models()) == {MODELS[0], "broken"}
+        assert set(store.models()) == {MODELS[0], "broken", "after"}
+        assert store.confidence_scorers() == ["confidence:half"]

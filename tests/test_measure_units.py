@@ -11,8 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from hadis_profile import samples as SA  # noqa: E402
 from hadis_profile.errors import HadisError  # noqa: E402
 from hadis_profile.measure import latency as L  # noqa: E402
+from hadis_profile.measure import memory as M  # noqa: E402
 from hadis_profile.measure import scorers as S  # noqa: E402
 from hadis_profile.measure.generate import image_seed  # noqa: E402
 
@@ -21,7 +23,7 @@ from hadis_profile.measure.generate import image_seed  # noqa: E402
 
 def test_summarize_matches_numpy():
     samples = [0.10, 0.12, 0.11, 0.30, 0.105]
-    s = L.summarize(4, samples, warmup=2, peak_mem=123)
+    s = SA.summarize(4, samples, warmup=2, peak_mem=123)
     a = np.array(samples)
     assert s.batch_size == 4 and s.reps == 5 and s.warmup == 2 and s.peak_mem_bytes == 123
     assert s.mean_s == pytest.approx(a.mean())
@@ -31,27 +33,27 @@ def test_summarize_matches_numpy():
     assert s.p99_s == pytest.approx(np.percentile(a, 99))
     assert s.cv == pytest.approx(a.std(ddof=1) / a.mean())
     assert not s.infeasible
-    one = L.summarize(1, [0.5])
+    one = SA.summarize(1, [0.5])
     assert one.std_s == 0.0 and one.p99_s == 0.5
 
 
 def test_outlier_warning():
     steady = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0]
-    assert L.outlier_warning(steady) is None
-    assert L.outlier_warning([1.0, 5.0]) is None  # too few samples to judge
-    msg = L.outlier_warning([*steady, 3.0])
+    assert SA.outlier_warning(steady) is None
+    assert SA.outlier_warning([1.0, 5.0]) is None  # too few samples to judge
+    msg = SA.outlier_warning([*steady, 3.0])
     assert msg is not None and "outlier" in msg and "median" in msg
-    noisy = L.outlier_warning([1.0, 1.3, 0.8, 1.25, 0.75, 1.1])
+    noisy = SA.outlier_warning([1.0, 1.3, 0.8, 1.25, 0.75, 1.1])
     assert noisy is not None and "CV" in noisy
 
 
 def test_is_oom():
-    assert L.is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
-    assert L.is_oom(RuntimeError("CUDA error: out of memory"))
-    assert L.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
-    assert L.is_oom(MemoryError())
-    assert not L.is_oom(RuntimeError("shape mismatch"))
-    assert not L.is_oom(ValueError("out of memory"))  # not an allocator error
+    assert M.is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert M.is_oom(RuntimeError("CUDA error: out of memory"))
+    assert M.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
+    assert M.is_oom(MemoryError())
+    assert not M.is_oom(RuntimeError("shape mismatch"))
+    assert not M.is_oom(ValueError("out of memory"))  # not an allocator error
 
 
 def _fake_model(
@@ -129,8 +131,8 @@ def test_overhead_helpers_report_per_item_seconds():
 
 
 def test_peak_rss_is_positive():
-    L.reset_peak_rss()
-    assert L.peak_rss() > 1_000_000
+    M.reset_peak_rss()
+    assert M.peak_rss() > 1_000_000
 
 
 # ----------------------------------------------------------------------------- seeds

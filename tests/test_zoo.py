@@ -462,7 +462,7 @@ def test_zoo_scorers_are_kept_through_selection_and_validated():
 
 def test_relative_zoo_scorers_resolve_against_the_zoo_folder(tmp_path):
     pytest.importorskip("torch")
-    from hadis_profile.measure.profiler import zoo_scorers
+    from hadis_profile.measure.quality import zoo_scorers
 
     entry = {
         "name": "m",

@@ -59,7 +59,7 @@ def discriminator_train_cmd(
     cache_dir: CacheDirOption = None,
 ) -> None:
     """Train the head (frozen CLIP encoder + MLP) on real vs the run's generated images."""
-    from hadis_profile.discriminator import train_discriminator
+    from hadis_profile.measure.discriminator_run import train_discriminator
     from hadis_profile.report.terminal import render_training
 
     res = train_discriminator(
@@ -115,7 +115,7 @@ def discriminator_score_cmd(
     The scorer becomes the run's discriminator: `pareto` calibrates on it and
     records it (kind, head hash, encoder) in the table's provenance.
     """
-    from hadis_profile.discriminator import score_run
+    from hadis_profile.measure.discriminator_run import score_run
     from hadis_profile.report.terminal import render_scoring
 
     res = score_run(

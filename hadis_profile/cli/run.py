@@ -29,6 +29,8 @@ _FLAGS = {
     "models": "--model",
     "tags": "--tag",
     "scorers": "--scorer",
+    "gpu": "--gpu",
+    "devices": "--devices",
 }
 
 
@@ -61,13 +63,49 @@ def run_cmd(
             help="Batch sizes to time, comma-separated.",
         ),
     ] = "1,2,4,8,16,32",
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up calls per batch size.")] = 2,
-    reps: Annotated[int, typer.Option(help="Timed calls per batch size.")] = 10,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up calls per batch size.")] = 1,
+    reps: Annotated[
+        int,
+        typer.Option(help="The most timed calls per batch size (a stable point stops sooner)."),
+    ] = 30,
+    min_reps: Annotated[
+        int,
+        typer.Option(
+            "--min-reps",
+            help="The fewest timed calls per batch size (6 gives the median a 95% interval).",
+        ),
+    ] = 6,
+    tolerance: Annotated[
+        float,
+        typer.Option(
+            help="Stop a batch size once its median's 95% interval is within this fraction "
+            "of it; 0 times exactly --reps calls.",
+        ),
+    ] = 0.02,
     time_budget: Annotated[
         float | None,
-        typer.Option("--time-budget", help="Seconds per batch size; fewer reps (>= 3) if slow."),
+        typer.Option(
+            "--time-budget",
+            help="Cap on the timed seconds per batch size (never below --min-reps calls); "
+            "the summary says which points it cut short.",
+        ),
     ] = None,
-    gen_batch: Annotated[int, typer.Option("--gen-batch", help="Generation batch size.")] = 4,
+    gen_batch: Annotated[
+        int | None,
+        typer.Option(
+            "--gen-batch",
+            help="Images per generation call (default: the best-throughput feasible batch; "
+            "a larger request is clamped to the largest feasible one).",
+        ),
+    ] = None,
+    no_weights: Annotated[
+        bool,
+        typer.Option(
+            "--no-weights",
+            help="Build each model from its shipped architecture with random weights: "
+            "latency, memory and the OOM point without downloading checkpoints (no quality).",
+        ),
+    ] = False,
     device: Annotated[
         str | None, typer.Option(help="auto (the default), cpu, cuda or cuda:N.")
     ] = None,
@@ -141,11 +179,14 @@ def run_cmd(
     """Profile the zoo: latency per batch size, then K seeded images per prompt, scored.
 
     Every finished unit (a batch size, a prompt's images) is committed at once;
-    rerunning the same command resumes where it stopped.
+    rerunning the same command resumes where it stopped. A model that fails does
+    not stop the others; the run then exits 1 naming it. --no-weights times the
+    real architectures with random weights before any checkpoint is downloaded.
     """
     from hadis_profile.errors import UsageError
-    from hadis_profile.measure.profiler import RunOptions, render_report, run_profile
-    from hadis_profile.measure.shard import parse_devices
+    from hadis_profile.measure.devices import parse_devices
+    from hadis_profile.measure.profiler import RunFailed, RunOptions, run_profile
+    from hadis_profile.report.runs import render_run
 
     if devices is not None and device is not None:
         raise UsageError("--device and --devices are mutually exclusive; pass one of them.")
@@ -161,8 +202,11 @@ def run_cmd(
         batch_sizes=list(batch_sizes),
         warmup=warmup,
         reps=reps,
+        min_reps=min_reps,
+        tolerance=tolerance or None,
         time_budget_s=time_budget,
         gen_batch=gen_batch,
+        no_weights=no_weights,
         device=device or "auto",
         devices=parse_devices(devices) if devices is not None else None,
         gpu=gpu,
@@ -182,4 +226,9 @@ def run_cmd(
         online=online,
         cache_dir=cache_dir,
     )
-    render_report(run_profile(opts, console=err_console), console)
+    try:
+        report = run_profile(opts, console=err_console)
+    except RunFailed as e:  # the summary of what did get measured, then the one sentence
+        render_run(e.report, console)
+        raise
+    render_run(report, console)

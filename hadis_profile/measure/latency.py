@@ -7,12 +7,7 @@ so that what is measured is the pipeline, not the profiler
 a bare loop). Everything else (percentiles, memory, warnings) happens once per
 batch size, outside the timed region.
 
-On CUDA each batch size starts from an emptied allocator cache with reset peak
-statistics, so ``peak_mem_bytes`` (``max_memory_reserved``: what the device
-must hold for this batch, fragmentation included) belongs to that batch size
-alone. On the CPU the peak RSS is reset through ``/proc/self/clear_refs``
-where Linux allows it, else it is the process-lifetime peak (documented as such
-in :attr:`LatencyPoint.peak_rss_resettable`).
+Each batch size's peak memory is measured on its own (:mod:`.memory`).
 
 An out-of-memory error is not a crash: the point is recorded as infeasible,
 memory is freed, and the sweep stops growing the batch for that model.
@@ -20,25 +15,18 @@ memory is freed, and the sweep stops growing the batch for that model.
 
 from __future__ import annotations
 
-import gc
 import math
-import re
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from hadis_profile.measure.memory import Baseline, MemoryMonitor, free_memory, is_oom
 from hadis_profile.measurements import LatencyStats
+from hadis_profile.samples import median_ci_rel, outlier_warning, summarize
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
-#: hyperfine's threshold on the modified Z-score (10 x the 1.4826 MAD-to-sigma factor).
-OUTLIER_ZSCORE = 14.826
-NOISY_CV = 0.10
-SLOW_MAX_OVER_MEDIAN = 2.0
 
 
 # --------------------------------------------------------------------------- timing
@@ -79,164 +67,10 @@ class Timer:
         return self._start.elapsed_time(self._end) / 1000.0
 
 
-def summarize(
-    batch_size: int, samples: Sequence[float], *, warmup: int = 0, peak_mem: int | None = None
-) -> LatencyStats:
-    """LatencyStats from raw per-call seconds (sample std, linear-interpolated percentiles)."""
-    a = np.asarray(samples, dtype=np.float64)
-    if a.size == 0:
-        raise ValueError("no samples")
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return LatencyStats(
-        batch_size=int(batch_size),
-        mean_s=float(a.mean()),
-        std_s=float(a.std(ddof=1)) if a.size > 1 else 0.0,
-        p50_s=float(p50),
-        p90_s=float(p90),
-        p99_s=float(p99),
-        peak_mem_bytes=peak_mem,
-        infeasible=False,
-        warmup=int(warmup),
-        reps=int(a.size),
-    )
-
-
 def infeasible(batch_size: int, *, warmup: int = 0) -> LatencyStats:
     """The record of a batch size that ran out of memory."""
     nan = math.nan
     return LatencyStats(int(batch_size), nan, nan, nan, nan, nan, None, True, int(warmup), 0)
-
-
-def outlier_warning(samples: Sequence[float]) -> str | None:
-    """A hyperfine-style warning when the samples look disturbed, else None.
-
-    Flags statistical outliers (modified Z-score above 14.826, as hyperfine), a
-    coefficient of variation above 10%, or a maximum above 2x the median.
-    """
-    a = np.asarray(samples, dtype=np.float64)
-    if a.size < 3:
-        return None
-    med = float(np.median(a))
-    mad = float(np.median(np.abs(a - med)))
-    problems = []
-    if mad > 0:
-        z = 0.6745 * (a - med) / mad
-        n_out = int((np.abs(z) > OUTLIER_ZSCORE).sum())
-        if n_out:
-            problems.append(f"{n_out} statistical outlier(s)")
-    cv = float(a.std(ddof=1) / a.mean()) if a.mean() > 0 else 0.0
-    if cv > NOISY_CV:
-        problems.append(f"CV {cv:.0%}")
-    if med > 0 and a.max() > SLOW_MAX_OVER_MEDIAN * med:
-        problems.append(f"max {a.max() / med:.1f}x the median")
-    if not problems:
-        return None
-    return (
-        "Timings look disturbed (" + ", ".join(problems) + "); other load on the machine or "
-        "too few warm-up runs may have interfered. Consider more --warmup or --reps."
-    )
-
-
-# --------------------------------------------------------------------------- memory
-
-
-def is_oom(exc: BaseException) -> bool:
-    """True for CUDA (and CPU allocator) out-of-memory errors, whatever their class."""
-    if isinstance(exc, MemoryError):
-        return True
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        oom_types = tuple(
-            t
-            for t in (
-                getattr(torch, "OutOfMemoryError", None),
-                getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None),
-            )
-            if isinstance(t, type)
-        )
-        if oom_types and isinstance(exc, oom_types):
-            return True
-    if isinstance(exc, RuntimeError):
-        msg = str(exc).lower()
-        return any(
-            s in msg
-            for s in (
-                "out of memory",
-                "can't allocate memory",
-                "alloc_failed",
-                "failed to allocate",
-            )
-        )
-    return False
-
-
-def free_memory(device: str = "cpu") -> None:
-    """Collect garbage and give cached CUDA blocks back, so the next point starts clean."""
-    gc.collect()
-    if str(device).startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
-
-
-_HWM = re.compile(r"VmHWM:\s+(\d+)\s+kB")
-
-
-def _vm_hwm() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            m = _HWM.search(f.read())
-        return int(m.group(1)) * 1024 if m else None
-    except OSError:
-        return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux ``clear_refs`` 5); False if unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss() -> int:
-    """Peak resident set size in bytes (since the last reset where supported)."""
-    hwm = _vm_hwm()
-    if hwm is not None:
-        return hwm
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
-
-
-class MemoryMonitor:
-    """Peak memory of one batch size: CUDA allocator peaks or the process peak RSS."""
-
-    def __init__(self, device: str = "cpu") -> None:
-        self.device = device
-        self.cuda = str(device).startswith("cuda")
-        self.resettable = True
-
-    def start(self) -> None:
-        free_memory(self.device)
-        if self.cuda:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self.resettable = reset_peak_rss()
-
-    def stop(self) -> dict[str, int | None]:
-        if self.cuda:
-            import torch
-
-            return {
-                "peak_allocated": int(torch.cuda.max_memory_allocated(self.device)),
-                "peak_reserved": int(torch.cuda.max_memory_reserved(self.device)),
-                "peak_rss": None,
-            }
-        return {"peak_allocated": None, "peak_reserved": None, "peak_rss": peak_rss()}
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -244,7 +78,14 @@ class MemoryMonitor:
 
 @dataclass
 class LatencyPoint:
-    """One batch size's result: the stored stats plus the raw evidence behind them."""
+    """One batch size's result: the stored stats plus the raw evidence behind them.
+
+    ``samples_s`` are the raw per-call seconds (the store keeps them); memory
+    peaks are above the model's :class:`~.memory.Baseline`. ``ci_rel`` is the
+    95% interval of the median relative to it, ``converged`` whether it met the
+    tolerance, and ``budget_cut`` whether the time budget stopped the point
+    before it converged (or, without a tolerance, before ``reps`` calls).
+    """
 
     stats: LatencyStats
     samples_s: list[float] = field(default_factory=list)
@@ -254,6 +95,9 @@ class LatencyPoint:
     peak_rss_resettable: bool = True
     warning: str | None = None
     error: str | None = None  # the OOM message of an infeasible point
+    ci_rel: float | None = None
+    converged: bool | None = None
+    budget_cut: bool = False
 
     @property
     def infeasible(self) -> bool:
@@ -268,29 +112,46 @@ def measure_point(
     reps: int = 10,
     device: str = "cpu",
     min_reps: int = 3,
+    tolerance: float | None = None,
     time_budget_s: float | None = None,
+    baseline: Baseline | None = None,
 ) -> LatencyPoint:
-    """Warm up, then time ``reps`` calls of ``fn(batch_size)``.
+    """Warm up, then time calls of ``fn(batch_size)``: at most ``reps``, at least ``min_reps``.
 
-    With ``time_budget_s`` the repetitions shrink (never below ``min_reps``) so
-    that one point takes about that long: a 30 s batch of a 50-step model does
-    not need 10 repetitions to be known to 1%. An OOM anywhere in the point
-    yields an infeasible :class:`LatencyPoint` with the memory freed.
+    Without ``tolerance`` it times exactly ``reps`` calls. With it, it stops as
+    soon as the median's 95% interval (:func:`median_ci`) lies within
+    ``tolerance`` of the median: a stable point is known after a handful of
+    calls, a noisy one gets up to ``reps``. ``time_budget_s`` caps the timed
+    calls' total (a 30 s batch of a 50-step model cannot afford 30 calls); the
+    point then says ``budget_cut``. An OOM anywhere in the point yields an
+    infeasible :class:`LatencyPoint` with the memory freed.
     """
     timer = Timer(device)
-    monitor = MemoryMonitor(device)
+    monitor = MemoryMonitor(device, baseline)
     samples: list[float] = []
     error: str | None = None
+    ci_rel: float | None = None
+    converged: bool | None = None if tolerance is None else False
+    budget_cut = False
+    floor = max(1, min(min_reps, reps))
     monitor.start()
     try:
-        last = None
         for _ in range(warmup):
-            last = timer(lambda: fn(batch_size))
-        n = reps
-        if time_budget_s is not None and last is not None and last > 0:
-            n = max(min_reps, min(reps, int(time_budget_s / last)))
-        for _ in range(n):
-            samples.append(timer(lambda: fn(batch_size)))
+            timer(lambda: fn(batch_size))
+        spent = 0.0
+        while len(samples) < reps:
+            t = timer(lambda: fn(batch_size))
+            samples.append(t)
+            spent += t
+            n = len(samples)
+            if tolerance is not None and n >= floor:
+                ci_rel = median_ci_rel(samples)
+                if ci_rel is not None and ci_rel <= tolerance:
+                    converged = True
+                    break
+            if time_budget_s is not None and n >= floor and spent >= time_budget_s:
+                budget_cut = n < reps
+                break
     except Exception as e:
         if not is_oom(e):
             raise
@@ -302,6 +163,8 @@ def measure_point(
         return LatencyPoint(infeasible(batch_size, warmup=warmup), error=error)
     mem = monitor.stop()
     peak = mem["peak_reserved"] if monitor.cuda else mem["peak_rss"]
+    if ci_rel is None:
+        ci_rel = median_ci_rel(samples)
     return LatencyPoint(
         stats=summarize(batch_size, samples, warmup=warmup, peak_mem=peak),
         samples_s=samples,
@@ -310,6 +173,9 @@ def measure_point(
         peak_rss=mem["peak_rss"],
         peak_rss_resettable=monitor.resettable,
         warning=outlier_warning(samples),
+        ci_rel=ci_rel,
+        converged=converged,
+        budget_cut=budget_cut,
     )
 
 
@@ -317,29 +183,18 @@ def latency_sweep(
     fn: Callable[[int], Any],
     batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
     *,
-    warmup: int = 2,
-    reps: int = 10,
-    device: str = "cpu",
-    min_reps: int = 3,
-    time_budget_s: float | None = None,
     on_point: Callable[[LatencyPoint], None] | None = None,
+    **point_kwargs: Any,
 ) -> list[LatencyPoint]:
-    """Measure each batch size in increasing order; stop after the first OOM.
+    """Measure each batch size in increasing order (:func:`measure_point` with
+    ``point_kwargs``); stop after the first OOM.
 
     ``on_point`` is called after every point (feasible or not) so a caller can
     commit it at once: a crash later in the sweep loses nothing measured.
     """
     points: list[LatencyPoint] = []
     for b in sorted(set(int(x) for x in batch_sizes)):
-        point = measure_point(
-            fn,
-            b,
-            warmup=warmup,
-            reps=reps,
-            device=device,
-            min_reps=min_reps,
-            time_budget_s=time_budget_s,
-        )
+        point = measure_point(fn, b, **point_kwargs)
         points.append(point)
         if on_point is not None:
             on_point(point)

@@ -486,3 +486,32 @@ def build_pipeline(
             )
         pipe.scheduler = sched_cls.from_config(pipe.scheduler.config, **spec.scheduler.kwargs)
     return pipe
+
+
+def load_random(spec: ModelSpec, *, device: str = "cpu", seed: int = 0) -> Any:
+    """``spec`` as :func:`~.pipelines.load_pipeline` returns it, but built from its shipped
+    architecture with random weights: what ``run --no-weights`` times. Its images are noise.
+
+    fp16 on the CPU becomes fp32, exactly as when loading the checkpoint.
+    """
+    import time
+
+    from hadis_profile.measure.pipelines import LoadedPipeline, pick_device, torch_dtype
+
+    t0 = time.perf_counter()
+    dev = pick_device(device)
+    dtype = torch_dtype(spec.dtype, dev)
+    notes = [
+        f"random weights (architecture '{architecture_for_spec(spec).name}'): latency and "
+        "memory only"
+    ]
+    pipe = build_pipeline(spec, device=dev, dtype=dtype, seed=seed)
+    pipe.set_progress_bar_config(disable=True)
+    return LoadedPipeline(
+        spec=spec,
+        pipe=pipe,
+        device=dev,
+        dtype=str(dtype).removeprefix("torch."),
+        load_s=time.perf_counter() - t0,
+        notes=notes,
+    )

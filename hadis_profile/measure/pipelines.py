@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hadis_profile.errors import HadisError
+from hadis_profile.measure.devices import pick_device
 
 if TYPE_CHECKING:  # pragma: no cover
     from hadis_profile.zoo import ComponentOverride, ModelSpec
@@ -68,21 +69,6 @@ def configure_hub(online: bool = False, etag_timeout: int = DEFAULT_ETAG_TIMEOUT
         constants.HF_HUB_DISABLE_TELEMETRY = True
 
 
-def pick_device(device: str | None = None) -> str:
-    """``auto``/None -> ``cuda`` when available, else ``cpu``; anything else is checked."""
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HadisError(f"Device '{device}' was requested but torch sees no CUDA device.")
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise HadisError(f"Unknown torch device '{device}'.") from None
-    return device
-
-
 def torch_dtype(name: str, device: str) -> Any:
     """The torch dtype for a zoo dtype; fp16 on CPU becomes fp32 (CPU fp16 kernels are
     missing or far slower than fp32, so a CPU profile of fp16 would measure nothing)."""
@@ -108,13 +94,90 @@ def resolve_source(source: str, base_dir: str | Path | None = None) -> str:
 
 
 def fetch_hint(repo: str, revision: str | None = None, filename: str | None = None) -> str:
-    """The command that puts a Hub checkpoint in the cache."""
-    cmd = f"huggingface-cli download {repo}"
+    """The command that puts a Hub checkpoint in the cache (the current ``hf`` CLI of
+    huggingface_hub; ``huggingface-cli`` is deprecated)."""
+    cmd = f"hf download {repo}"
     if filename:
         cmd += f" {filename}"
     if revision:
         cmd += f" --revision {revision}"
     return f"`{cmd}`"
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def _snapshot_commit(repo: str, filename: str, revision: str | None, cache_dir: Any) -> str | None:
+    """The commit of the cached Hub snapshot holding ``filename`` (no network), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo, filename, cache_dir=cache_dir, revision=revision)
+    except Exception:  # an unusual cache layout or a bad repo id: unknown, not an error
+        return None
+    if not isinstance(found, str):
+        return None
+    parts = Path(found).parts
+    if "snapshots" not in parts:
+        return None
+    commit = parts[parts.index("snapshots") + 1]
+    return commit if len(commit) == 40 and all(c in "0123456789abcdef" for c in commit) else None
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 over a file's bytes, or over a folder's files (relative path and sha256 of
+    each, in path order): what a local checkpoint is, whatever its mtime."""
+    from hadis_profile.fileio import sha256_file, sha256_text
+
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    lines = [
+        f"{f.relative_to(p).as_posix()}\t{sha256_file(f)}"
+        for f in sorted(x for x in p.rglob("*") if x.is_file())
+    ]
+    return sha256_text("\n".join(lines))
+
+
+def _identity(
+    source: str, revision: str | None, filename: str, cache_dir: Any, *, whole: bool
+) -> dict[str, Any]:
+    """A local source's content hash (the whole folder, or just ``filename`` in it), or a Hub
+    repo's requested revision and the commit its cached ``filename`` comes from."""
+    if os.path.isabs(source):
+        where = Path(source) if whole else Path(source, filename)
+        return {"sha256": content_hash(where) if where.exists() else None}
+    return {
+        "revision": revision,
+        "commit": _snapshot_commit(source, filename, revision, cache_dir),
+    }
+
+
+def checkpoint_identity(
+    spec: ModelSpec, *, cache_dir: str | Path | None = None, base_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Exactly which weights ``spec`` loads: the resolved snapshot commit of each Hub repo
+    (a moving branch such as ``main`` becomes the commit it pointed to), a content hash of
+    each local folder or file; unknown values are None (not in the cache yet).
+    """
+    source = resolve_source(spec.source, base_dir)
+    main = _identity(source, spec.revision, "model_index.json", cache_dir, whole=True)
+    out: dict[str, Any] = {"source": spec.source, **main}
+    parts = []
+    for ov in spec.components:
+        repo = resolve_source(ov.repo, base_dir)
+        folder = ov.subfolder or ""
+        name = ov.file if ov.file is not None else "config.json"
+        filename = f"{folder}/{name}" if folder else name
+        if ov.file is None and os.path.isabs(repo):  # a whole component folder
+            where = Path(repo, folder)
+            ident: dict[str, Any] = {"sha256": content_hash(where) if where.exists() else None}
+        else:
+            ident = _identity(repo, ov.revision, filename, cache_dir, whole=False)
+        parts.append({"component": ov.component, "repo": ov.repo, **ident})
+    if parts:
+        out["components"] = parts
+    return out
 
 
 @dataclass

@@ -92,13 +92,28 @@ def to_pil(images: Any) -> list[Any]:
     return [Image.fromarray(t.permute(1, 2, 0).numpy()) for t in to_uint8_chw(images)]
 
 
-def _check_pairs(images: Sequence[Any], prompts: Sequence[str]) -> None:
+def check_pairs(images: Sequence[Any], prompts: Sequence[str]) -> None:
     if len(images) != len(prompts):
         raise HadisError(f"Got {len(images)} images but {len(prompts)} prompts to score.")
 
 
 def _batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, max(1, size))]
+
+
+def move_modules(obj: Any, device: str) -> None:
+    """Move the torch modules a scorer holds (``model``, ``module``) and the scorers it
+    wraps (``clip``, ``pick``, ``encoder``) to ``device``, and update its ``device``."""
+    for attr in ("model", "module"):
+        value = getattr(obj, attr, None)
+        if value is not None and callable(getattr(value, "to", None)):
+            setattr(obj, attr, value.to(device))
+    for attr in ("clip", "pick", "encoder"):
+        inner = getattr(obj, attr, None)
+        if inner is not None and callable(getattr(inner, "to", None)):
+            inner.to(device)
+    if hasattr(obj, "device"):
+        obj.device = device
 
 
 # --------------------------------------------------------------------------- interfaces
@@ -110,10 +125,15 @@ class Scorer(ABC):
     metric_id: str = ""
     batch_size: int = 16
 
+    def to(self, device: str) -> Any:
+        """Move to ``device`` (a plug-in holding other torch state overrides this)."""
+        move_modules(self, device)
+        return self
+
     def score(self, images: Any, prompts: Sequence[str]) -> np.ndarray:
         """Per-image scores [n] (float64), computed in batches of :attr:`batch_size`."""
         imgs = to_uint8_chw(images)
-        _check_pairs(imgs, prompts)
+        check_pairs(imgs, prompts)
         if not imgs:
             return np.zeros(0)
         parts = [
@@ -133,6 +153,11 @@ class Discriminator(ABC):
     scorer_id: str = ""
     batch_size: int = 16
 
+    def to(self, device: str) -> Any:
+        """Move to ``device`` (a plug-in holding other torch state overrides this)."""
+        move_modules(self, device)
+        return self
+
     @abstractmethod
     def confidence(self, images: Any, prompts: Sequence[str]) -> np.ndarray:
         """Per-image confidence [n]."""
@@ -143,6 +168,11 @@ class FeatureExtractor(ABC):
 
     extractor_id: str = ""
     batch_size: int = 32
+
+    def to(self, device: str) -> Any:
+        """Move to ``device`` (a plug-in holding other torch state overrides this)."""
+        move_modules(self, device)
+        return self
 
     def features(self, images: Any) -> np.ndarray:
         """Feature vectors [n, dim] (float32), computed in batches."""
@@ -208,7 +238,32 @@ def load_clip(
     return model.eval().to(device), proc
 
 
-def _embeds(out: Any) -> Any:
+def clip_on_device(
+    checkpoint: str,
+    model: Any = None,
+    processor: Any = None,
+    *,
+    processor_checkpoint: str | None = None,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+    online: bool = False,
+    what: str = "CLIP",
+) -> tuple[Any, Any]:
+    """The CLIP model and processor a scorer runs on: the given pair (a caller that already
+    holds the model shares it), else loaded offline-first; in eval mode on ``device``."""
+    if model is None or processor is None:
+        model, processor = load_clip(
+            checkpoint,
+            processor=processor_checkpoint,
+            device=device,
+            cache_dir=cache_dir,
+            online=online,
+            what=what,
+        )
+    return model.eval().to(device), processor
+
+
+def embeds(out: Any) -> Any:
     """The projected features: a tensor before transformers 5, wrapped in an output object
     (``pooler_output``) from 5 on -- the change that breaks torchmetrics 1.9's CLIPScore."""
     import torch
@@ -228,7 +283,7 @@ def _clip_text_features(model: Any, processor: Any, prompts: list[str], device: 
     limit = model.config.text_config.max_position_embeddings
     ids = processed["input_ids"][..., :limit].to(device)
     mask = processed["attention_mask"][..., :limit].to(device)
-    return _embeds(model.get_text_features(ids, mask))
+    return embeds(model.get_text_features(ids, mask))
 
 
 class CLIPScorer(Scorer):
@@ -253,11 +308,9 @@ class CLIPScorer(Scorer):
         model: Any = None,
         processor: Any = None,
     ) -> None:
-        if model is None or processor is None:
-            model, processor = load_clip(
-                checkpoint, device=device, cache_dir=cache_dir, online=online
-            )
-        self.model, self.processor = model.eval().to(device), processor
+        self.model, self.processor = clip_on_device(
+            checkpoint, model, processor, device=device, cache_dir=cache_dir, online=online
+        )
         self.device, self.batch_size = device, batch_size
         self.checkpoint = checkpoint
         self.metric_id = f"clip_score:{label or checkpoint}"
@@ -268,7 +321,7 @@ class CLIPScorer(Scorer):
 
         with torch.inference_mode():
             pixels = self.processor(images=images, return_tensors="pt", padding=True)
-            img = _embeds(self.model.get_image_features(pixels["pixel_values"].to(self.device)))
+            img = embeds(self.model.get_image_features(pixels["pixel_values"].to(self.device)))
             txt = _clip_text_features(self.model, self.processor, prompts, self.device)
             img = img / img.norm(p=2, dim=-1, keepdim=True)
             txt = txt / txt.norm(p=2, dim=-1, keepdim=True)
@@ -299,16 +352,16 @@ class PickScorer(Scorer):
         model: Any = None,
         processor: Any = None,
     ) -> None:
-        if model is None or processor is None:
-            model, processor = load_clip(
-                checkpoint,
-                processor=processor_checkpoint,
-                device=device,
-                cache_dir=cache_dir,
-                online=online,
-                what="PickScore",
-            )
-        self.model, self.processor = model.eval().to(device), processor
+        self.model, self.processor = clip_on_device(
+            checkpoint,
+            model,
+            processor,
+            processor_checkpoint=processor_checkpoint,
+            device=device,
+            cache_dir=cache_dir,
+            online=online,
+            what="PickScore",
+        )
         self.device, self.batch_size = device, batch_size
         self.metric_id = f"pick_score:{label or checkpoint}"
 
@@ -319,9 +372,9 @@ class PickScorer(Scorer):
         with torch.inference_mode():
             image_inputs = self.processor(images=to_pil(images), **kw).to(self.device)
             text_inputs = self.processor(text=prompts, **kw).to(self.device)
-            img = _embeds(self.model.get_image_features(**image_inputs))
+            img = embeds(self.model.get_image_features(**image_inputs))
             img = img / torch.norm(img, dim=-1, keepdim=True)
-            txt = _embeds(self.model.get_text_features(**text_inputs))
+            txt = embeds(self.model.get_text_features(**text_inputs))
             txt = txt / torch.norm(txt, dim=-1, keepdim=True)
             scores = self.model.logit_scale.exp() * (txt * img).sum(dim=-1)
             return scores.float().cpu().numpy()
@@ -361,11 +414,9 @@ class CLIPImageExtractor(FeatureExtractor):
         model: Any = None,
         processor: Any = None,
     ) -> None:
-        if model is None or processor is None:
-            model, processor = load_clip(
-                checkpoint, device=device, cache_dir=cache_dir, online=online
-            )
-        self.model, self.processor = model.eval().to(device), processor
+        self.model, self.processor = clip_on_device(
+            checkpoint, model, processor, device=device, cache_dir=cache_dir, online=online
+        )
         self.device, self.batch_size = device, batch_size
         self.extractor_id = f"clip:{label or checkpoint}"
 
@@ -374,7 +425,7 @@ class CLIPImageExtractor(FeatureExtractor):
 
         with torch.inference_mode():
             pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-            feats = _embeds(self.model.get_image_features(pixels.to(self.device)))
+            feats = embeds(self.model.get_image_features(pixels.to(self.device)))
             return feats.float().cpu().numpy()
 
 
@@ -478,7 +529,7 @@ class FunctionDiscriminator(Discriminator):
 
     def confidence(self, images: Any, prompts: Sequence[str]) -> np.ndarray:
         imgs = to_uint8_chw(images)
-        _check_pairs(imgs, prompts)
+        check_pairs(imgs, prompts)
         return np.asarray(self.fn(imgs, list(prompts)), dtype=np.float64).reshape(-1)
 
 

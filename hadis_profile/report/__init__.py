@@ -1,6 +1,7 @@
 """Human-facing reports of runs, tables and plans.
 
 * :mod:`.terminal`  Rich views for the command line (tables, plan panels, command summaries)
+* :mod:`.runs`      Rich views of a profiling run (summary, dry-run plan)
 * :mod:`.plots`     matplotlib figures (the Pareto plot)
 
 Importing this package (or either module) imports neither Rich nor matplotlib:

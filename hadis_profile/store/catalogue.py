@@ -36,20 +36,30 @@ class Catalogue(StoreCore):
         dtype: str | None = None,
         spec: dict | None = None,
     ) -> bool:
-        """Record a model; True when its spec hash changed and its old records were deleted.
+        """Record a model; True when it changed and its old records were deleted.
 
         A changed spec (other checkpoint, steps, resolution ...) makes every
         earlier measurement of that model meaningless, so latency, images (with
         their scores, confidences and features) and external rows naming it go.
-        Other models are untouched. ``spec_hash`` defaults to the hash of ``spec``.
+        So do other weights behind the same spec: ``spec["checkpoint"]`` (the
+        resolved snapshot commit or content hash) differing from the stored one
+        (:func:`same_checkpoint`). Other models are untouched. ``spec_hash``
+        defaults to the hash of ``spec``.
         """
         if not name:
             raise HadisError("A model needs a non-empty name.")
         spec = spec or {}
         new_hash = spec_hash or spec_hash_of(spec)
         with self.transaction():
-            row = self._db.execute("SELECT spec_hash FROM models WHERE name=?", (name,)).fetchone()
-            changed = row is not None and row[0] != new_hash
+            row = self._db.execute(
+                "SELECT spec_hash, spec_json FROM models WHERE name=?", (name,)
+            ).fetchone()
+            stored = json.loads(row[1]).get("checkpoint") if row is not None else None
+            changed = row is not None and (
+                row[0] != new_hash or not same_checkpoint(stored, spec.get("checkpoint"))
+            )
+            if not changed and "checkpoint" in spec:  # an unknown value keeps the known one
+                spec = {**spec, "checkpoint": _known(stored, spec["checkpoint"])}
             if changed:
                 self._delete_model_records(name)
             self._db.execute(
@@ -66,6 +76,7 @@ class Catalogue(StoreCore):
     def _delete_model_records(self, name: str) -> None:
         # images cascade to scores, confidences and features.
         self._db.execute("DELETE FROM latency WHERE model=?", (name,))
+        self._db.execute("DELETE FROM latency_samples WHERE model=?", (name,))
         self._db.execute("DELETE FROM images WHERE model=?", (name,))
         self._db.execute("DELETE FROM external WHERE light=? OR heavy=?", (name, name))
 
@@ -168,3 +179,40 @@ class Catalogue(StoreCore):
     def _require_prompt(self, prompt_id: int) -> None:
         if not self._db.execute("SELECT 1 FROM prompts WHERE id=?", (int(prompt_id),)).fetchone():
             raise HadisError(f"Prompt {prompt_id} is not in the run; call add_prompts first.")
+
+
+def same_checkpoint(old: dict | None, new: dict | None) -> bool:
+    """False only when both identities are known and differ (unknown never invalidates)."""
+
+    def known(ident: dict | None) -> list:
+        if not ident:
+            return []
+        items = [ident.get("commit") or ident.get("sha256")]
+        items += [c.get("commit") or c.get("sha256") for c in ident.get("components", [])]
+        return items
+
+    a, b = known(old), known(new)
+    if not a or not b or len(a) != len(b):
+        return True
+    return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
+
+
+def _known(old: dict | None, new: dict | None) -> dict | None:
+    """``new`` with every unknown (None) commit or hash filled from ``old``."""
+    if not old or not new:
+        return new or old
+
+    def fill(a: dict, b: dict) -> dict:
+        out = dict(b)
+        for key in ("commit", "sha256"):
+            if out.get(key) is None and a.get(key) is not None:
+                out[key] = a[key]
+        return out
+
+    merged = fill(old, new)
+    if "components" in new:
+        olds = old.get("components", [])
+        merged["components"] = [
+            fill(olds[i], c) if i < len(olds) else c for i, c in enumerate(new["components"])
+        ]
+    return merged

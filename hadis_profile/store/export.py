@@ -65,7 +65,10 @@ def _export_tables(store: RunStore) -> dict[str, tuple[list[str], list[str], lis
         rows = store._db.execute(sql).fetchall()
         if "bool" in types:
             flags = [i for i, t in enumerate(types) if t == "bool"]
-            rows = [tuple(bool(v) if i in flags else v for i, v in enumerate(r)) for r in rows]
+            rows = [
+                tuple(bool(v) if i in flags and v is not None else v for i, v in enumerate(r))
+                for r in rows
+            ]
         tables[name] = (list(cols), list(types), rows)
     router = store.router()
     if router is not None:
@@ -118,9 +121,17 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     ),
     "latency": (
         "model:str hardware:str batch_size:int warmup:int reps:int mean_s:float std_s:float "
-        "p50_s:float p90_s:float p99_s:float peak_mem_bytes:int infeasible:bool",
-        "SELECT model, hardware, batch_size, warmup, reps, mean_s, std_s, p50_s, p90_s, p99_s, "
-        "peak_mem_bytes, infeasible FROM latency ORDER BY model, hardware, batch_size",
+        "p50_s:float p90_s:float p95_s:float p99_s:float peak_mem_bytes:int infeasible:bool "
+        "peak_allocated_bytes:int peak_reserved_bytes:int ci_rel:float converged:bool "
+        "budget_cut:bool",
+        "SELECT model, hardware, batch_size, warmup, reps, mean_s, std_s, p50_s, p90_s, p95_s, "
+        "p99_s, peak_mem_bytes, infeasible, peak_allocated_bytes, peak_reserved_bytes, ci_rel, "
+        "converged, budget_cut FROM latency ORDER BY model, hardware, batch_size",
+    ),
+    "latency_samples": (
+        "model:str hardware:str batch_size:int seq:int seconds:float source:str",
+        "SELECT model, hardware, batch_size, seq, seconds, source FROM latency_samples "
+        "ORDER BY model, hardware, batch_size, seq",
     ),
     "prompts": (
         "prompt_id:int text:str sha256:str",

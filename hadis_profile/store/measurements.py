@@ -101,6 +101,14 @@ def load_measurements(
         "prompt_set_hash": store.prompt_set_hash(),
         "n_prompts": n,
         "schema_version": store.schema_version(),
+        # Which weights each model ran with: a compiler refuses random ones (run --no-weights
+        # measures architecture only) and a table records the checkpoints it describes.
+        "checkpoints": {
+            name: info[name]["spec"].get("checkpoint")
+            for name in models
+            if info[name]["spec"].get("checkpoint") is not None
+        },
+        "random_weights": [n for n in models if info[n]["spec"].get("weights") == "random"],
     }
     meas = Measurements(
         prompts=prompts,

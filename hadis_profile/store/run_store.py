@@ -60,6 +60,7 @@ class RunStore(LatencyRecords, ImageRecords, BulkWriters, RoutingRecords):
                 "external",
                 "reference_stats",
                 "latency",
+                "latency_samples",
                 "prompts",
                 "models",
                 "hardware",

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Callable
 
 #: The schema version this code writes. Bump it together with a new migration.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _run_script(db: sqlite3.Connection, script: str) -> None:
@@ -154,9 +154,38 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    """Keep what a latency point is made of: its raw per-call samples, its p95, both CUDA
+    memory peaks, the median's interval and whether a time budget cut it short.
+
+    Version-2 points have no samples; their new columns stay NULL (unknown).
+    """
+    _run_script(
+        db,
+        """
+        ALTER TABLE latency ADD COLUMN p95_s REAL;
+        ALTER TABLE latency ADD COLUMN peak_allocated_bytes INTEGER;
+        ALTER TABLE latency ADD COLUMN peak_reserved_bytes INTEGER;
+        ALTER TABLE latency ADD COLUMN ci_rel REAL;
+        ALTER TABLE latency ADD COLUMN converged INTEGER;
+        ALTER TABLE latency ADD COLUMN budget_cut INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE latency_samples (
+            model TEXT NOT NULL,
+            hardware TEXT NOT NULL,
+            batch_size INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            seconds REAL NOT NULL,
+            source TEXT NOT NULL,
+            PRIMARY KEY (model, hardware, batch_size, seq)
+        );
+        """,
+    )
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _migrate_0_to_1,
     1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
 }
 
 
