@@ -159,7 +159,9 @@ def _units(run) -> tuple[set, dict]:
     """(latency points, {(model, prompt, seed index, what): value}) of a run store."""
     db = sqlite3.connect(run / "store.sqlite")
     try:
-        lat = db.execute("SELECT model, hardware, batch_size, infeasible, reps FROM latency")
+        # (Not reps: the generation calls add samples to the best-throughput batch, which
+        # depends on timings, so it can differ between two runs of the same command.)
+        lat = db.execute("SELECT model, hardware, batch_size, infeasible FROM latency")
         lat = [tuple(r) for r in lat]
         rows = db.execute(
             "SELECT i.model, i.prompt_id, i.seed_index, i.seed, 's:' || s.metric, s.value "
