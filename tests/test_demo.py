@@ -88,7 +88,12 @@ def test_tiny_zoo_run_pareto_resolve_end_to_end(tmp_path):
     validate_file(table_path)
     table = load_table(table_path)
     assert len(table.models) == 4
-    assert all(m["latency"]["1"]["reps"] == 3 for m in table.models.values())
+    # 3 timed sweep calls per point; the best-throughput batch also has the generation calls
+    with RunStore.open(run) as store:
+        for name in table.models:
+            for b, samples in store.latency_samples(name, "cpu").items():
+                assert [src for _, src in samples].count("sweep") == 3
+                assert table.models[name]["latency"][str(b)]["reps"] == len(samples)
     res = cli("resolve", str(table_path), "--qps", "1", "--slo", "60", "--gpus", "4", "--json")
     assert res.returncode == 0, res.stderr
     plan = json.loads(res.stdout)

@@ -427,7 +427,7 @@ def test_choose_confidence_scorer(available, latest, requested, expected):
 @pytest.fixture
 def two_scorer_run(tmp_path):
     """A synthetic run with two more confidence scorers, the first recorded as learned."""
-    from hadis_profile.discriminator import record_discriminator
+    from hadis_profile.measure.discriminator_run import record_discriminator
     from hadis_profile.synthetic import write_synthetic_run
 
     store = write_synthetic_run(tmp_path / "run", n_prompts=30)
