@@ -6,7 +6,8 @@ The instance is a synthetic 1,000-row table (6 models, all 15 light/heavy pairs
 plus the 6 single-model rows, batch sizes 1..32, the two largest models OOM at
 32) of the shape ``pareto`` writes. Calls draw qps log-uniformly in [0.5, 100]
 and the SLO uniformly in [2, 60] s. The MILP is the staged lexicographic HiGHS
-formulation from ``tests/resolve_oracles.py`` (quality, then GPUs, then latency,
+formulation from ``tests/resolve_oracles.py`` on the problem as
+:mod:`hadis_profile.resolve_reference` parses it (quality, then GPUs, then latency,
 then row), solved with ``scipy.optimize.milp`` on the same table and request.
 """
 
@@ -33,6 +34,7 @@ import resolve_oracles as oracle  # noqa: E402
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 from hadis_profile.resolve import resolve  # noqa: E402
+from hadis_profile.resolve_reference import parse  # noqa: E402
 from hadis_profile.table import CascadeTable, make_document  # noqa: E402
 
 BATCHES = (1, 2, 4, 8, 16, 32)
@@ -264,7 +266,7 @@ def main() -> None:
             req = dict(base, gpus=gpus)
             us = time_calls(table, [req], repeat=500)
             plan = resolve(table, **req)
-            prob = oracle.parse(table.document, **req, headroom=1.05)
+            prob = parse(table.document, **req, headroom=1.05)
             t0 = time.perf_counter()
             oracle.milp_solve(prob, stages=1)
             stage1 = time.perf_counter() - t0

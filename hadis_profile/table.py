@@ -9,7 +9,6 @@ any problem. This module stays numpy/stdlib-only because ``resolve`` imports it;
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -20,8 +19,7 @@ from typing import Any
 
 from hadis_profile import __version__
 from hadis_profile.errors import HadisError
-from hadis_profile.fileio import atomic_write_text, read_bytes
-from hadis_profile.fileio import canonical_json as _canonical_json
+from hadis_profile.fileio import atomic_write_text, canonical_json, read_bytes, sha256_text
 
 FORMAT = "hadis-profile/cascade-table"
 SCHEMA_VERSION = "1.0"
@@ -45,18 +43,14 @@ REQUIRED_ROW = (
 REQUIRED_FRACTIONS = ("direct", "escalated", "light", "load_light", "load_heavy")
 
 
-def canonical_json(payload: Any) -> str:
-    """The one serialisation the hash is taken over (sorted keys, no NaN, compact)."""
+def payload_hash(payload: Any) -> str:
+    """sha256 of the payload's canonical JSON (:func:`hadis_profile.fileio.canonical_json`)."""
     try:
-        return _canonical_json(payload)
+        return sha256_text(canonical_json(payload))
     except ValueError as e:
         raise HadisError(f"The table payload contains a NaN or infinity ({e}).") from None
     except TypeError as e:
         raise HadisError(f"The table payload holds a value JSON cannot represent ({e}).") from None
-
-
-def payload_hash(payload: Any) -> str:
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
 def make_document(payload: dict, *, created_at: str | None = None) -> dict:

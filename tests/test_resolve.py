@@ -1,4 +1,4 @@
-"""resolve(): exactness against a brute-force and a HiGHS MILP oracle, edge cases, API."""
+"""Resolver and resolve(): exact against the reference enumeration and a HiGHS MILP; edges; API."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import resolve_oracles as oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hadis_profile import resolve_engine
+from hadis_profile import resolve_reference as reference
 from hadis_profile.errors import HadisError
-from hadis_profile.resolve import Plan, load_table, resolve
+from hadis_profile.resolve import Plan, Resolver, load_table, resolve
 from hadis_profile.table import CascadeTable, make_document, write_table
 
 FID = "fid:inception-v3-compat"
@@ -211,65 +213,57 @@ def plan_key(plan: Plan) -> dict:
     )
 
 
-def check_against_brute_force(table: CascadeTable, req: dict) -> None:
-    plan = resolve(table, **req)
-    prob = oracle.parse(table.document, **req)
-    truth = oracle.brute_force(prob)
-    assert plan.feasible == (truth is not None), (req, plan.reason)
+def check_against_reference(table: CascadeTable, req: dict, resolver: Resolver | None = None):
+    """Resolver, resolve() and the reference enumeration agree on ``req``."""
+    plan = (resolver or Resolver(table)).resolve(**req)
+    assert resolve(table, **req) == plan
+    truth = reference.reference(table.document, **req)
+    assert plan.feasible == truth.feasible, (req, plan.reason)
     if req.get("overhead_s") is not None:
         want = {"router": None, "discriminator": None, "override": req["overhead_s"]}
         assert plan.overhead_s == want
     else:
         assert plan.overhead_s["override"] is None
-    if truth is None:
+    if not truth.feasible:
         assert plan.reason
-        relax_slo = not oracle.meets_slo_somewhere(prob)
-        need = oracle.min_gpus(prob)
-        if need is not None:
-            assert f"needs at least {need} GPUs" in plan.reason
-        q_max = oracle.brute_max_sustainable(prob, None if relax_slo else prob.slo)
+        if truth.min_gpus is not None:
+            assert f"needs at least {truth.min_gpus} GPUs" in plan.reason
         if plan.fallback is None:
-            assert q_max == 0
+            assert truth.fallback_qps == 0 and truth.fallback is None
         else:
-            assert plan.fallback.qps == pytest.approx(q_max, rel=1e-9)
-            assert plan.fallback.total_gpus <= prob.budget
-            assert plan.fallback.relaxed == (("qps", "slo_s") if relax_slo else ("qps",))
+            fb = plan.fallback
+            assert fb.qps == pytest.approx(truth.fallback_qps, rel=1e-9)
+            assert fb.total_gpus <= req["gpus"] - req.get("reserved_gpus", 0)
+            assert fb.relaxed == truth.relaxed
             # the fallback is the best plan at its own load (same objective)
-            fb_req = dict(req, qps=plan.fallback.qps)
-            if relax_slo:
-                fb_req["slo_s"] = 1e300
-            truth_fb = oracle.brute_force(oracle.parse(table.document, **fb_req))
-            assert truth_fb is not None
-            assert (plan.fallback.row, plan.fallback.total_gpus) == (
-                truth_fb["row"],
-                truth_fb["gpus"],
-            )
-        return
+            assert truth.fallback is not None
+            assert (fb.row, fb.total_gpus) == (truth.fallback.row, truth.fallback.gpus)
+        return plan
     got = plan_key(plan)
-    assert got["latency"] == pytest.approx(truth.pop("latency"), rel=1e-12, abs=1e-12)
-    got.pop("latency")
+    choice = truth.choice
+    assert got.pop("latency") == pytest.approx(choice.latency, rel=1e-12, abs=1e-12)
     assert plan.quality_metric == table.quality_metric
-    qkey = truth.pop("qkey")
-    assert got == truth, req
+    want = {k: getattr(choice, k) for k in got}
+    assert got == want, req
     q = plan.quality
-    if qkey[0] == 1:
+    if choice.qkey[0] == 1:
         assert q is None
     else:
-        assert abs(q) == abs(qkey[1])
+        assert abs(q) == abs(choice.qkey[1])
+    return plan
 
 
 # ---------------------------------------------------------------- oracle checks
 
 
-def test_matches_brute_force_on_random_instances():
+def test_matches_reference_on_random_instances():
     rng = random.Random(1234)
     feasible = infeasible = 0
     for _ in range(300):
         table = random_table(rng)
+        resolver = Resolver(table)
         for _ in range(4):
-            req = random_request(rng, table)
-            check_against_brute_force(table, req)
-            ok = resolve(table, **req).feasible
+            ok = check_against_reference(table, random_request(rng, table), resolver).feasible
             feasible += ok
             infeasible += not ok
     assert feasible > 300 and infeasible > 150  # both branches exercised
@@ -277,20 +271,41 @@ def test_matches_brute_force_on_random_instances():
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), calls=st.integers(1, 3))
-def test_matches_brute_force_hypothesis(seed: int, calls: int):
+def test_matches_reference_hypothesis(seed: int, calls: int):
     rng = random.Random(seed)
     table = random_table(rng)
     for _ in range(calls):
-        check_against_brute_force(table, random_request(rng, table))
+        check_against_reference(table, random_request(rng, table))
 
 
-def test_large_table_blocks_match_brute_force():
+def test_large_table_blocks_match_reference():
     """More rows than the first scan block, so the two-block search and levels are exercised."""
     rng = random.Random(99)
     for _ in range(6):
         table = random_table(rng, n_models=4, n_cascade=150)
+        resolver = Resolver(table)
         for _ in range(8):
-            check_against_brute_force(table, random_request(rng, table))
+            check_against_reference(table, random_request(rng, table), resolver)
+
+
+def test_exact_step_in_chunks_and_tiny_cache_match_reference(monkeypatch):
+    """Quality levels resolved a few rows at a time, and caches that keep nothing."""
+    monkeypatch.setattr(resolve_engine, "EXACT_CHUNK_ROWS", 2)
+    monkeypatch.setattr("hadis_profile.resolve.CACHE_BYTES", 1)
+    rng = random.Random(5)
+    for _ in range(40):
+        table = random_table(rng, n_models=3, n_cascade=rng.randint(0, 30))
+        resolver = Resolver(table)
+        for _ in range(4):
+            check_against_reference(table, random_request(rng, table), resolver)
+        assert all(not c.items for c in (resolver._calls, resolver._stages, resolver._derived))
+
+
+def test_reference_states_the_resolver_tolerances():
+    from hadis_profile import resolve as resolve_mod
+
+    for name in ("FRACTION_EPS", "LATENCY_TOL_S", "GPU_REL_TOL"):
+        assert getattr(reference, name) == getattr(resolve_mod, name)
 
 
 def test_matches_highs_milp():
@@ -300,7 +315,7 @@ def test_matches_highs_milp():
     while compared < 300:
         table = random_table(rng, n_models=rng.randint(2, 3), n_cascade=rng.randint(1, 5))
         req = random_request(rng, table)
-        prob = oracle.parse(table.document, **req)
+        prob = reference.parse(table.document, **req)
         truth = oracle.milp_solve(prob)
         plan = resolve(table, **req)
         compared += 1
@@ -374,7 +389,7 @@ def test_not_enough_gpus_reason_names_minimum_and_fallback_keeps_slo():
     plan = resolve(table, qps=50, slo_s=100, gpus=4)
     assert not plan.feasible
     assert "needs at least" in plan.reason and "only 4 are available" in plan.reason
-    need = oracle.min_gpus(oracle.parse(table.document, qps=50, slo_s=100, gpus=4))
+    need = reference.min_gpus(reference.parse(table.document, qps=50, slo_s=100, gpus=4))
     assert f"at least {need} GPUs" in plan.reason
     fb = plan.fallback
     assert fb.relaxed == ("qps",) and fb.slo_s == 100 and fb.total_gpus <= 4
@@ -566,6 +581,46 @@ def test_accepts_document_dict_and_file(tmp_path):
     bad = dict(table.document, sha256="0" * 64)
     with pytest.raises(HadisError, match="integrity check"):
         resolve(bad, qps=1, slo_s=1, gpus=1)
+
+
+def test_resolver_state_is_its_own():
+    """Nothing is attached to the table, and later edits of its document change nothing."""
+    import copy
+
+    table = two_model_table()
+    before = dict(vars(table))
+    resolver = Resolver(table)
+    plan = resolver.resolve(qps=2, slo_s=100, gpus=64)
+    assert vars(table) == before  # no cache hidden on the caller's object
+    assert (resolver.sha256, resolver.quality_metric) == (table.sha256, FID)
+    assert resolver.models == ("small", "big") and resolver.batch_sizes == (1, 2, 4)
+    assert "rows=5" in repr(resolver)
+    doc = copy.deepcopy(table.document)
+    table.document["payload"]["rows"][1]["light"] = "small"
+    table.document["payload"]["rows"][1]["quality"][FID] = 99.0
+    assert resolver.resolve(qps=2, slo_s=100, gpus=64) == plan
+    assert plan.light == "big" and plan.quality == 20.0
+    table.document.clear()
+    table.document.update(doc)
+
+
+def test_wrapper_cache_never_trusts_an_unverified_dict():
+    """A dict carrying a cached table's sha256 is verified, not served from the cache."""
+    table = two_model_table()
+    doc = table.document
+    want = resolve(doc, qps=2, slo_s=100, gpus=64)
+    assert resolve(doc, qps=2, slo_s=100, gpus=64) == want  # the very dict: cached
+    forged = json.loads(json.dumps(doc))
+    forged["payload"]["rows"][1]["light"] = "small"  # same sha256 field, other payload
+    with pytest.raises(HadisError, match="integrity check"):
+        resolve(forged, qps=2, slo_s=100, gpus=64)
+    same = json.loads(json.dumps(doc))  # another dict with the same content: verified, reused
+    assert resolve(same, qps=2, slo_s=100, gpus=64) == want
+    for seed in range(12):  # more tables than the cache holds: still right
+        t = random_table(random.Random(seed))
+        req = random_request(random.Random(seed), t)
+        assert resolve(t, **req) == Resolver(t).resolve(**req)
+    assert resolve(doc, qps=2, slo_s=100, gpus=64) == want
 
 
 def test_clip_metric_prefers_higher_and_missing_quality_ranks_last():
