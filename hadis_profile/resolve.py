@@ -58,7 +58,6 @@ torch, pandas, jsonschema).
 from __future__ import annotations
 
 import math
-import numbers
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -66,15 +65,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hadis_profile import resolve_engine as engine
-from hadis_profile.errors import HadisError
-from hadis_profile.resolve_engine import FRACTION_EPS, Compiled, Derived
-from hadis_profile.table import CascadeTable, load_table
+from hadis_profile.errors import ParameterError
+from hadis_profile.resolve_engine import Compiled, Derived
+from hadis_profile.resolve_request import (
+    MAX_GPUS,
+    MAX_HEADROOM,
+    MAX_QPS,
+    MAX_SECONDS,
+    check_request,
+)
+from hadis_profile.table import CascadeTable, check_document, load_table
+from hadis_profile.table_schema import FRACTION_EPS
 
 __all__ = [
     "CACHE_BYTES",
     "FRACTION_EPS",
     "GPU_REL_TOL",
     "LATENCY_TOL_S",
+    "MAX_GPUS",
+    "MAX_HEADROOM",
+    "MAX_QPS",
+    "MAX_SECONDS",
     "ModelAllocation",
     "Plan",
     "Resolver",
@@ -230,8 +241,8 @@ class _Cache:
 class Resolver:
     """A table compiled for resolving: build once per table, then :meth:`resolve` per request.
 
-    ``table`` is a :class:`~hadis_profile.table.CascadeTable` or a table document
-    dict (verified here, like :func:`~hadis_profile.table.load_table` would). The
+    ``table`` is a :class:`~hadis_profile.table.CascadeTable` (verified when it was
+    made) or a table document dict (verified here by the same loader checks). The
     compiled arrays copy what plans report, so later changes to the document do
     not reach this object. Per-request intermediate arrays are cached here, at most
     :data:`CACHE_BYTES` in all; concurrent calls from threads are safe (cached
@@ -239,8 +250,13 @@ class Resolver:
     """
 
     def __init__(self, table: CascadeTable | dict) -> None:
-        doc = _verified(table).document
-        self._base: Compiled = engine.compile_document(doc)
+        verified = _verified(table)
+        try:
+            self._base: Compiled = engine.compile_document(verified.document)
+        except (ArithmeticError, AttributeError, KeyError, IndexError, TypeError, ValueError):
+            # the document was changed after it was verified: say what is wrong with it now
+            check_document(verified.document, verified.source)
+            raise
         self._lock = threading.Lock()
         self._variants = _Cache(_VARIANTS_MAX)
         self._derived = _Cache(_DERIVED_MAX)
@@ -290,26 +306,25 @@ class Resolver:
         records; a number replaces both with that many seconds per query on every path
         of every cascade row (single-model rows pay nothing either way).
 
-        Exact for the model in the module docstring. Bad input raises
-        :class:`~hadis_profile.errors.HadisError`; an unmeetable request returns a plan
-        with ``feasible=False``, a one-sentence ``reason`` and a ``fallback``.
+        Exact for the model in the module docstring. A bad argument raises
+        :class:`~hadis_profile.errors.ParameterError` naming it (limits:
+        :mod:`hadis_profile.resolve_request`); an unmeetable request is not an error
+        but a plan with ``feasible=False``, a one-sentence ``reason`` and a ``fallback``.
         """
-        qps = _check_real(qps, "qps")
-        slo_s = _check_real(slo_s, "slo_s")
-        gpus = _check_int(gpus, "gpus", 1)
-        reserved_gpus = _check_int(reserved_gpus, "reserved_gpus", 0)
-        if reserved_gpus >= gpus:
-            raise HadisError(
-                f"reserved_gpus ({reserved_gpus}) must be smaller than gpus ({gpus}) "
-                "so at least one GPU is left to serve."
-            )
-        headroom = _check_real(headroom, "headroom", minimum=1.0)
-        if queue_delay_s is not None:
-            queue_delay_s = _check_real(queue_delay_s, "queue_delay_s", positive=False)
-        if overhead_s is not None:
-            overhead_s = _check_real(overhead_s, "overhead_s", positive=False)
+        req = check_request(
+            qps=qps,
+            slo_s=slo_s,
+            gpus=gpus,
+            reserved_gpus=reserved_gpus,
+            headroom=headroom,
+            batch_sizes=batch_sizes,
+            queue_delay_s=queue_delay_s,
+            overhead_s=overhead_s,
+        )
+        qps, slo_s, gpus, reserved_gpus = req.qps, req.slo_s, req.gpus, req.reserved_gpus
+        headroom, queue_delay_s, overhead_s = req.headroom, req.queue_delay_s, req.overhead_s
         c = self._compiled(overhead_s)
-        allowed = _allowed(c, batch_sizes)
+        allowed = _allowed(c, req.batch_sizes)
         key = (overhead_s, allowed)
         d = self._get(self._derived, key, lambda: engine.derive(c, allowed))
         budget = gpus - reserved_gpus
@@ -397,8 +412,9 @@ def _verified(table: Any) -> CascadeTable:
         return table
     if isinstance(table, dict):
         return CascadeTable.from_document(table)
-    raise HadisError(
-        f"resolve() needs a CascadeTable or a table document dict, not {type(table).__name__}."
+    raise ParameterError(
+        "table",
+        f"{{param}} must be a CascadeTable or a table document dict, not a {type(table).__name__}.",
     )
 
 
@@ -485,47 +501,20 @@ def resolve(
 # ----------------------------------------------------------------------- request
 
 
-def _check_real(value: Any, name: str, *, positive: bool = True, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise HadisError(f"{name} must be a number, not {value!r}.")
-    v = float(value)
-    if not math.isfinite(v):
-        raise HadisError(f"{name} must be a finite number, not {v}.")
-    if positive and v <= 0:
-        raise HadisError(f"{name} must be positive, not {v:g}.")
-    if v < minimum:
-        raise HadisError(f"{name} must be at least {minimum:g}, not {v:g}.")
-    return v
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, numbers.Real) and float(value).is_integer():
-            value = int(value)
-        else:
-            raise HadisError(f"{name} must be a whole number, not {value!r}.")
-    if value < minimum:
-        raise HadisError(f"{name} must be at least {minimum}, not {value}.")
-    return int(value)
-
-
-def _allowed(c: Compiled, batch_sizes: Any) -> tuple[int, ...] | None:
-    if batch_sizes is None:
+def _allowed(c: Compiled, sizes: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """The checked ``batch_sizes``, each of which some model of the table must run."""
+    if sizes is None:
         return None
-    if isinstance(batch_sizes, (str, bytes)) or not hasattr(batch_sizes, "__iter__"):
-        raise HadisError(f"batch_sizes must be a list of whole numbers, not {batch_sizes!r}.")
-    sizes = sorted({_check_int(b, "Every batch size", 1) for b in batch_sizes})
-    if not sizes:
-        raise HadisError("batch_sizes is empty; give at least one batch size or None for all.")
     known = {int(b) for b in c.batch}
     unknown = [b for b in sizes if b not in known]
     if unknown:
         listed = ", ".join(str(b) for b in sorted(known)) or "none"
-        raise HadisError(
-            f"Batch size {unknown[0]} is not profiled (feasibly) for any model the table's "
-            f"rows use (profiled: {listed})."
+        raise ParameterError(
+            "batch_sizes",
+            f"{{param}} names batch size {unknown[0]}, which is not profiled (feasibly) for any "
+            f"model the table's rows use (profiled: {listed}).",
         )
-    return tuple(sizes)
+    return sizes
 
 
 # -------------------------------------------------------------------------- plans

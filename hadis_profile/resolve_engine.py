@@ -24,21 +24,18 @@ and combines fast across a long contiguous axis and slowly along a short one
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
-from hadis_profile import metrics
-from hadis_profile.errors import HadisError
-
-FRACTION_EPS = 1e-12
-"""Load/path fractions at or below this are zero (float residue, not traffic)."""
+from hadis_profile.table_schema import FRACTION_EPS
 
 FIRST_BLOCK = 64
 """Rows (rounded up to whole quality levels) in the first scan block."""
+
+_FRACTIONS = ("direct", "escalated", "light", "load_light", "load_heavy")
 
 EXACT_CHUNK_ROWS = 2048
 """Rows of one quality level resolved exactly at once (bounds the ``[rows, K, K]`` arrays)."""
@@ -168,53 +165,21 @@ class Call:
 # ------------------------------------------------------------------------ compile
 
 
-def _num(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise HadisError(f"The table's {what} is {value!r}, expected a number.")
-    v = float(value)
-    if not math.isfinite(v):
-        raise HadisError(f"The table's {what} is {v}, expected a finite number.")
-    return v
-
-
-def _usable_points(name: str, spec: dict) -> dict[int, float]:
-    """batch size -> p99 seconds for the points a plan may use."""
-    max_batch = spec.get("max_batch")
+def _usable_points(spec: dict) -> dict[int, float]:
+    """batch size -> p99 seconds for the points a plan may use (the loader checked types)."""
+    max_batch = spec["max_batch"]
     out: dict[int, float] = {}
-    for key, point in (spec.get("latency") or {}).items():
-        if not isinstance(point, dict) or point.get("infeasible"):
+    for point in spec["latency"].values():
+        b, p99 = int(point["batch_size"]), point["p99_s"]
+        if point["infeasible"] or p99 is None or (max_batch is not None and b > max_batch):
             continue
-        b = point.get("batch_size", key)
-        try:
-            b = int(b)
-        except (TypeError, ValueError):
-            raise HadisError(f"Model '{name}' has a latency point with batch size {b!r}.") from None
-        p99 = point.get("p99_s")
-        if b < 1 or isinstance(p99, bool) or not isinstance(p99, numbers.Real):
-            continue
-        p99 = float(p99)
-        if not (math.isfinite(p99) and p99 > 0):
-            continue
-        if max_batch is not None and b > max_batch:
-            continue
-        out[b] = p99
+        out[b] = float(p99)
     return out
-
-
-def _direction(table_doc: dict, metric: str) -> bool:
-    try:
-        return metrics.higher_is_better(metric)
-    except HadisError:
-        spec = table_doc["payload"]["provenance"].get("metrics", {}).get(metric)
-        if isinstance(spec, dict) and isinstance(spec.get("higher_is_better"), bool):
-            return spec["higher_is_better"]
-        raise
 
 
 def _row_info(row: dict, metric: str) -> RowInfo:
     fr = row["fractions"]
-    q = (row.get("quality") or {}).get(metric)
-    valid_q = isinstance(q, numbers.Real) and not isinstance(q, bool) and math.isfinite(q)
+    q = row["quality"][metric]
     return RowInfo(
         kind=row["kind"],
         light=row["light"],
@@ -223,21 +188,23 @@ def _row_info(row: dict, metric: str) -> RowInfo:
         d=row["d"],
         router_threshold=row["router_threshold"],
         confidence_threshold=row["confidence_threshold"],
-        fractions=tuple(
-            (k, fr[k]) for k in ("direct", "escalated", "light", "load_light", "load_heavy")
-        ),
-        quality=float(q) if valid_q else None,
+        fractions=tuple((k, fr[k]) for k in _FRACTIONS),
+        quality=None if q is None else float(q),
     )
 
 
 def compile_document(doc: dict) -> Compiled:
-    """Flatten a verified table document into arrays (once per table)."""
+    """Flatten a table document verified by the loader into arrays (once per table).
+
+    Relies on what :func:`hadis_profile.table.check_document` guarantees: every
+    field has its schema type, rows name profiled models, a model carries load
+    exactly when a path through it occurs, the quality metric has a direction.
+    """
     payload = doc["payload"]
-    metric = payload["provenance"]["quality_metric"]
-    hib = _direction(doc, metric)
+    prov = payload["provenance"]
+    metric = prov["quality_metric"]
+    hib = prov["metrics"][metric]["higher_is_better"]
     rows = payload["rows"]
-    if not rows:
-        raise HadisError("The table has no rows to resolve a plan from.")
     names: list[str] = []
     index: dict[str, int] = {}
     for row in rows:
@@ -245,7 +212,7 @@ def compile_document(doc: dict) -> Compiled:
             if name is not None and name not in index:
                 index[name] = len(names)
                 names.append(name)
-    points = {name: _usable_points(name, payload["models"][name]) for name in names}
+    points = {name: _usable_points(payload["models"][name]) for name in names}
     batch = np.array(sorted({b for p in points.values() for b in p}), dtype=np.int64)
     m, k, n = len(names), len(batch), len(rows)
     col = {int(b): j for j, b in enumerate(batch)}
@@ -265,35 +232,17 @@ def compile_document(doc: dict) -> Compiled:
     missing = np.zeros(n, dtype=bool)
     infos = []
     for i, row in enumerate(rows):
-        fr = row["fractions"]
-        vals = {}
-        for key in ("direct", "escalated", "light", "load_light", "load_heavy"):
-            v = _num(fr[key], f"row {i} fractions.{key}")
-            if v < 0:
-                raise HadisError(f"The table's row {i} has a negative fractions.{key} ({v}).")
-            vals[key] = v if v > FRACTION_EPS else 0.0
+        fr = {key: row["fractions"][key] for key in _FRACTIONS}
+        fr = {key: (v if v > FRACTION_EPS else 0.0) for key, v in fr.items()}
         cascade = row["heavy"] is not None
-        if cascade and row["heavy"] == row["light"]:
-            raise HadisError(f"The table's row {i} uses model '{row['light']}' as light and heavy.")
-        p_light = vals["light"] > 0
-        p_direct = cascade and vals["direct"] > 0
-        p_esc = cascade and vals["escalated"] > 0
-        f_l = vals["load_light"]
-        f_h = vals["load_heavy"] if cascade else 0.0
-        if (f_l > 0) != (p_light or p_esc) or (f_h > 0) != (p_direct or p_esc):
-            raise HadisError(
-                f"The table's row {i} has inconsistent fractions: a model carries load "
-                "exactly when a path through it occurs."
-            )
-        if f_l == 0 and f_h == 0:
-            raise HadisError(f"The table's row {i} sends no load to any model.")
+        f_l = float(fr["load_light"])
+        f_h = float(fr["load_heavy"]) if cascade else 0.0
         lsel[i] = index[row["light"]] if f_l > 0 else m
         hsel[i] = index[row["heavy"]] if f_h > 0 else m
         fl[i], fh[i] = f_l, f_h
-        flags[i] = (p_light, p_direct, p_esc)
+        flags[i] = (fr["light"] > 0, cascade and fr["direct"] > 0, cascade and fr["escalated"] > 0)
         if cascade:
-            r_pos = _num(row["r"], f"row {i} r") > 0
-            ocls[i] = 1 + r_pos + 2 * (_num(row["d"], f"row {i} d") > 0)
+            ocls[i] = 1 + (row["r"] > 0) + 2 * (row["d"] > 0)
         info = _row_info(row, metric)
         infos.append(info)
         if info.quality is not None:
@@ -340,23 +289,18 @@ def _table_overheads(payload: dict) -> tuple[float, float]:
     full spec in ``provenance.router`` (``pareto`` keeps only the scoring weights in
     ``payload.router``); the discriminator's is
     ``provenance.run.scorer_overhead_s_per_image[provenance.discriminator.scorer_id]``.
+    The loader checked that each is a number >= 0 or null.
     """
     prov = payload["provenance"]
     o_r = None
-    for spec in (payload.get("router"), prov.get("router")):
-        if isinstance(spec, dict) and spec.get("overhead_s_per_query") is not None:
-            o_r = _num(spec["overhead_s_per_query"], "router overhead_s_per_query")
+    for spec in (payload["router"], prov["router"]):
+        if spec is not None and spec.get("overhead_s_per_query") is not None:
+            o_r = float(spec["overhead_s_per_query"])
             break
-    o_d = None
-    disc, run = prov.get("discriminator"), prov.get("run")
-    if isinstance(disc, dict) and isinstance(run, dict):
-        per_image, sid = run.get("scorer_overhead_s_per_image"), disc.get("scorer_id")
-        if isinstance(per_image, dict) and isinstance(sid, str) and per_image.get(sid) is not None:
-            o_d = _num(per_image[sid], f"scorer_overhead_s_per_image of '{sid}'")
-    for v, what in ((o_r, "router overhead_s_per_query"), (o_d, "discriminator overhead")):
-        if v is not None and v < 0:
-            raise HadisError(f"The table's {what} is {v:g}, expected a number >= 0.")
-    return o_r or 0.0, o_d or 0.0
+    disc, run = prov["discriminator"] or {}, prov.get("run") or {}
+    per_image = run.get("scorer_overhead_s_per_image") or {}
+    o_d = per_image.get(disc.get("scorer_id"))
+    return o_r or 0.0, float(o_d or 0.0)
 
 
 def _class_overheads(o_r: float, o_d: float, override: float | None) -> np.ndarray:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from hadis_profile import resolve_engine
 from hadis_profile import resolve_reference as reference
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, ParameterError
 from hadis_profile.resolve import Plan, Resolver, load_table, resolve
 from hadis_profile.table import CascadeTable, make_document, write_table
 
@@ -65,7 +65,7 @@ def make_row(light, heavy, r, d, quality, metric=FID) -> dict:
         "router_threshold": 1.0 if heavy and r > 0 else None,
         "confidence_threshold": 0.5 if heavy else None,
         "fractions": fr,
-        "quality": {} if quality is None else {metric: quality},
+        "quality": {metric: quality},
         "gpu_s_per_query": 1.0,
         "latency_s": 1.0,
         "on_front": True,
@@ -154,15 +154,18 @@ def random_table(rng: random.Random, n_models=None, n_cascade=None) -> CascadeTa
     qualities = [20.0, 21.5, 23.0, 24.5, 26.0, 27.5]
 
     def quality():
-        return None if rng.random() < 0.05 else rng.choice(qualities)
+        return rng.choice(qualities)
 
-    rows = [make_row(m, None, 0, 0, quality(), metric) for m in names]
+    # a single row may lack a quality value (it then ranks last); cascade rows never do
+    rows = [
+        make_row(m, None, 0, 0, None if rng.random() < 0.05 else quality(), metric) for m in names
+    ]
     if n_models >= 2 and rng.random() < 0.25:
         rows = []  # cascades only: the fallback must split GPUs between two models
     if n_models >= 2:
         at_least = 0 if rows else 1
         for _ in range(n_cascade if n_cascade is not None else rng.randint(at_least, 8)):
-            light, heavy = rng.sample(names, 2)
+            light, heavy = sorted(rng.sample(names, 2))  # light is the cheaper (lower order)
             r = rng.choice([0.0, 1.0, rng.random(), rng.random()])
             d = rng.choice([0.0, 1.0, rng.random(), rng.random()])
             rows.append(make_row(light, heavy, r, d, quality(), metric))
@@ -294,7 +297,7 @@ def test_exact_step_in_chunks_and_tiny_cache_match_reference(monkeypatch):
     monkeypatch.setattr("hadis_profile.resolve.CACHE_BYTES", 1)
     rng = random.Random(5)
     for _ in range(40):
-        table = random_table(rng, n_models=3, n_cascade=rng.randint(0, 30))
+        table = random_table(rng, n_models=3, n_cascade=rng.randint(1, 30))
         resolver = Resolver(table)
         for _ in range(4):
             check_against_reference(table, random_request(rng, table), resolver)
@@ -486,19 +489,26 @@ def test_single_rows_ignore_overheads():
 
 
 @pytest.mark.parametrize(
-    "kw, match",
+    "kw, path, found",
     [
-        (dict(router_s=-0.1), "router overhead_s_per_query is -0.1, expected a number >= 0"),
-        (dict(router_s="fast"), "router overhead_s_per_query is 'fast', expected a number"),
-        (dict(disc_s=-1.0), "discriminator overhead is -1, expected a number >= 0"),
-        (dict(disc_s=True), "scorer_overhead_s_per_image of 'conf:test' is True, expected a num"),
+        (dict(router_s=-0.1), "payload.router.overhead_s_per_query", "-0.1"),
+        (
+            dict(router_s=-0.1, router_in_provenance=True),
+            "provenance.router.overhead_s_per_query",
+            "-0.1",
+        ),
+        (dict(router_s="fast"), "payload.router.overhead_s_per_query", '"fast"'),
+        (dict(disc_s=-1.0), 'scorer_overhead_s_per_image["conf:test"]', "-1.0"),
+        (dict(disc_s=True), 'scorer_overhead_s_per_image["conf:test"]', "true"),
     ],
 )
-def test_bad_table_overheads(kw, match):
-    table = make_table({"a": {"latency": {1: 1.0}}}, [make_row("a", None, 0, 0, 10.0)], **kw)
-    with pytest.raises(HadisError, match=match) as e:
-        resolve(table, qps=1, slo_s=10, gpus=4)
-    assert str(e.value).endswith(".") and "\n" not in str(e.value)
+def test_bad_table_overheads(kw, path, found):
+    """The loader refuses them (before any resolve), naming the field."""
+    with pytest.raises(HadisError) as e:
+        make_table({"a": {"latency": {1: 1.0}}}, [make_row("a", None, 0, 0, 10.0)], **kw)
+    msg = str(e.value)
+    assert path in msg and f"found {found}, expected a number >= 0 and <= 1e+06 or null" in msg
+    assert msg.endswith(".") and "\n" not in msg
 
 
 def test_reserved_gpus_honoured():
@@ -516,10 +526,8 @@ def test_batch_sizes_restriction_honoured():
     plan = resolve(table, qps=2, slo_s=100, gpus=64, batch_sizes=[1, 2])
     assert all(a.batch_size in (1, 2) for a in plan.allocations if a.gpus)
     assert plan.allocations[0].batch_size == 2  # best throughput among {1, 2}
-    with pytest.raises(HadisError, match="Batch size 3 is not profiled"):
+    with pytest.raises(ParameterError, match="batch size 3, which is not profiled"):
         resolve(table, qps=2, slo_s=100, gpus=64, batch_sizes=[1, 3])
-    with pytest.raises(HadisError, match="Batch size 8 is not profiled"):
-        resolve(table, qps=2, slo_s=100, gpus=64, batch_sizes=[8])  # OOM everywhere
 
 
 def test_oom_and_infeasible_points_never_chosen():
@@ -542,18 +550,31 @@ def test_oom_and_infeasible_points_never_chosen():
         (dict(qps=0), "qps must be positive"),
         (dict(qps=-1), "qps must be positive"),
         (dict(qps=float("nan")), "qps must be a finite number"),
+        (dict(qps=10**400), "qps must be a finite number, not an integer of about 401 digits"),
+        (dict(qps=2e9), "qps must be at most 1e[+]09"),
         (dict(slo_s=0), "slo_s must be positive"),
         (dict(slo_s=float("inf")), "slo_s must be a finite"),
+        (dict(slo_s=1e7), "slo_s must be at most 1e[+]06"),
         (dict(gpus=0), "gpus must be at least 1"),
         (dict(gpus=2.5), "gpus must be a whole number"),
+        (dict(gpus=float("nan")), "gpus must be a whole number"),
+        (dict(gpus=10**50), "gpus must be at most 1,000,000"),
+        (dict(gpus="4"), "gpus must be a whole number, not '4'"),
         (dict(reserved_gpus=4), "reserved_gpus .4. must be smaller than gpus .4."),
         (dict(reserved_gpus=-1), "reserved_gpus must be at least 0"),
         (dict(headroom=0.9), "headroom must be at least 1"),
         (dict(headroom=float("nan")), "headroom must be a finite"),
+        (dict(headroom=1e308), "headroom must be at most 100, not 1e[+]308"),
         (dict(queue_delay_s=-0.1), "queue_delay_s must be at least 0"),
+        (dict(queue_delay_s=[1]), "queue_delay_s must be a number, not .1."),
         (dict(batch_sizes=[]), "batch_sizes is empty"),
-        (dict(batch_sizes=[0]), "Every batch size must be at least 1"),
+        (dict(batch_sizes=[0]), "batch_sizes holds 0; every batch size must be a whole number"),
+        (dict(batch_sizes=[1, None]), "batch_sizes holds None, which is not a whole number"),
+        (dict(batch_sizes=[2**40]), "every batch size must be a whole number from 1 to 1,048,576"),
         (dict(batch_sizes="1,2"), "batch_sizes must be a list"),
+        (dict(batch_sizes=range(10**9)), "batch_sizes lists more than 256 entries"),
+        (dict(batch_sizes=[1, 3]), "batch_sizes names batch size 3, which is not profiled"),
+        (dict(batch_sizes=[8]), "batch_sizes names batch size 8, which is not profiled"),  # OOM
         (dict(qps=True), "qps must be a number"),
         (dict(overhead_s=-0.5), "overhead_s must be at least 0"),
         (dict(overhead_s=float("nan")), "overhead_s must be a finite number"),
@@ -564,9 +585,22 @@ def test_oom_and_infeasible_points_never_chosen():
 )
 def test_bad_inputs(kw, match):
     req = dict(qps=1.0, slo_s=10.0, gpus=4) | kw
-    with pytest.raises(HadisError, match=match) as e:
+    with pytest.raises(ParameterError, match=match) as e:
         resolve(two_model_table(), **req)
     assert str(e.value).endswith(".") and "\n" not in str(e.value)
+    assert e.value.param == next(iter(kw))
+    assert e.value.for_flag("--x").startswith("--x") or "--x" in e.value.for_flag("--x")
+
+
+def test_absurd_headroom_is_named_not_blamed_on_the_slo():
+    """Issue 13: headroom=1e308 used to overflow the GPU demand and blame the SLO."""
+    table = two_model_table()
+    with pytest.raises(ParameterError) as e:
+        resolve(table, qps=2, slo_s=100, gpus=64, headroom=1e308)
+    assert e.value.param == "headroom" and "SLO" not in str(e.value)
+    # the largest allowed values still give a plan or an honest reason, never an overflow
+    plan = resolve(table, qps=1e9, slo_s=1e6, gpus=10**6, headroom=100)
+    assert not plan.feasible and "needs at least" in plan.reason and plan.fallback is not None
 
 
 def test_accepts_document_dict_and_file(tmp_path):
@@ -576,7 +610,7 @@ def test_accepts_document_dict_and_file(tmp_path):
     write_table(path, table.document)
     via_file = resolve(load_table(path), qps=2, slo_s=100, gpus=64)
     assert via_doc == via_file == resolve(table, qps=2, slo_s=100, gpus=64)
-    with pytest.raises(HadisError, match="needs a CascadeTable"):
+    with pytest.raises(ParameterError, match="table must be a CascadeTable or a table document"):
         resolve([1, 2], qps=1, slo_s=1, gpus=1)
     bad = dict(table.document, sha256="0" * 64)
     with pytest.raises(HadisError, match="integrity check"):
@@ -602,6 +636,15 @@ def test_resolver_state_is_its_own():
     assert plan.light == "big" and plan.quality == 20.0
     table.document.clear()
     table.document.update(doc)
+    doc["payload"]["rows"][1]["fractions"] = 5  # changed after verification, then compiled
+    with pytest.raises(HadisError, match="fails its integrity check"):
+        Resolver(_unverified(table, doc))
+
+
+def _unverified(table: CascadeTable, doc: dict) -> CascadeTable:
+    """``table`` whose document is swapped for ``doc`` behind the verification's back."""
+    object.__setattr__(table, "document", doc)
+    return table
 
 
 def test_wrapper_cache_never_trusts_an_unverified_dict():
@@ -652,9 +695,8 @@ def test_equal_quality_rows_tie_break_on_gpus_then_latency_then_row():
 def test_inconsistent_fractions_rejected():
     row = make_row("a", "b", 0.5, 0.0, 10.0)
     row["fractions"]["load_heavy"] = 0.0  # direct traffic but no heavy load
-    table = make_table({"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 2.0}}}, [row])
-    with pytest.raises(HadisError, match="inconsistent fractions"):
-        resolve(table, qps=1, slo_s=10, gpus=4)
+    with pytest.raises(HadisError, match="row 0 has inconsistent fractions"):  # by the loader
+        make_table({"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 2.0}}}, [row])
 
 
 def test_import_is_light():
