@@ -699,6 +699,21 @@ def test_inconsistent_fractions_rejected():
         make_table({"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 2.0}}}, [row])
 
 
+def test_concurrent_calls_match_sequential_ones(monkeypatch):
+    """Threads share one Resolver whose caches keep being cleared: same plans as one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr("hadis_profile.resolve.CACHE_BYTES", 20_000)
+    rng = random.Random(11)
+    table = random_table(rng, n_models=4, n_cascade=60)
+    reqs = [random_request(rng, table) for _ in range(200)]
+    want = [Resolver(table).resolve(**r) for r in reqs]
+    shared = Resolver(table)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda r: shared.resolve(**r), reqs))
+    assert got == want
+
+
 def test_import_is_light():
     code = (
         "import sys, hadis_profile.resolve; "
@@ -708,6 +723,9 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+    code = "import sys, hadis_profile.resolve_reference; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the reference is stdlib only
 
 
 # ------------------------------------------------------------------------- CLI

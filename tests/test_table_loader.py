@@ -174,6 +174,56 @@ def test_hostile_table_files_get_one_sentence(name, tmp_path):
         one_sentence(e.value)
 
 
+_CLI_DRIVER = """
+import contextlib, io, json, sys
+from hadis_profile.cli import main
+out = {}
+for name, path in json.loads(sys.argv[1]).items():
+    for verb in (["validate", path], ["show", path], ["resolve", path, "--qps", "1", "--slo", "9",
+                                                       "--gpus", "4"]):
+        err = io.StringIO()
+        sys.argv = ["hadis-profile", *verb]
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                main()
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        except BaseException as e:  # a traceback would reach the user
+            code = "uncaught " + type(e).__name__
+        out[name + " / " + verb[0]] = [code, err.getvalue()]
+print(json.dumps(out))
+"""
+
+
+def test_hostile_table_files_through_the_cli(tmp_path):
+    """``validate``, ``show`` and ``resolve`` print one line and exit 1 on every hostile file."""
+    import subprocess
+    import sys
+
+    paths = {}
+    for i, (name, (make, _)) in enumerate(HOSTILE.items()):
+        paths[name] = str(tmp_path / f"t{i}.json")
+        Path(paths[name]).write_bytes(make())
+    paths["a folder"] = str(tmp_path)
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CLI_DRIVER, json.dumps(paths)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
+    results = json.loads(proc.stdout)
+    assert len(results) == 3 * len(paths)
+    for case, (code, err) in results.items():
+        assert code == 1, (case, code, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (case, err)
+        assert "Traceback" not in err, case
+
+
 def test_unreadable_paths_get_one_sentence(tmp_path, monkeypatch):
     cases = [
         (tmp_path, "Cannot read table file"),  # a directory
