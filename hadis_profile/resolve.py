@@ -30,7 +30,8 @@ HADIS's allocation MILP exactly, without a MILP solver:
   both with ``x`` seconds on every path of every cascade row. ``Plan.overhead_s``
   reports what was used; ``worst_case_latency_s`` includes it.
 * **Objective**, lexicographic: best quality on the table's quality metric
-  (direction from :mod:`hadis_profile.metrics`; rows without a value rank last),
+  (direction from ``provenance.metrics``, which the loader holds to
+  :mod:`hadis_profile.metrics` for known scorers; rows without a value rank last),
   then fewest GPUs, then lowest worst-case latency, then lowest row index, then
   smallest light batch size, then smallest heavy batch size.
 
@@ -50,6 +51,12 @@ much as it can, shedding the rest) and keeps the SLO when any configuration can
 meet it; only when none can does it also ignore the SLO. ``Plan.relaxed`` names
 what was ignored. Among plans with that highest load it follows the same
 lexicographic objective (quality, GPUs, latency, row, batch sizes).
+
+Bad input is refused before any work, in one sentence: a table by the one strict
+loader of :mod:`hadis_profile.table` (also for a document dict passed here), an
+argument by :mod:`hadis_profile.resolve_request` (a
+:class:`~hadis_profile.errors.ParameterError` naming it). An infeasible request is
+not an error: it is a plan with ``feasible=False``.
 
 Imports: numpy, :mod:`hadis_profile.table` and its stdlib-only helpers (no scipy,
 torch, pandas, jsonschema).

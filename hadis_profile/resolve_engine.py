@@ -37,8 +37,8 @@ FIRST_BLOCK = 64
 
 _FRACTIONS = ("direct", "escalated", "light", "load_light", "load_heavy")
 
-EXACT_CHUNK_ROWS = 2048
-"""Rows of one quality level resolved exactly at once (bounds the ``[rows, K, K]`` arrays)."""
+EXACT_CHUNK_CELLS = 2**20
+"""Bound on ``rows x K x K`` resolved exactly at once (a long quality level goes in chunks)."""
 
 
 # ------------------------------------------------------------------ compiled form
@@ -433,11 +433,13 @@ def _exact(c: Compiled, d: Derived, call: Call, kp: float, budget: int, pos: np.
 
     ``pos`` ascends and a level is sorted by row index, so the flat [row, b_l, b_h]
     order is the tie-break order and argmin's first hit is the winner. Long levels go
-    in chunks of ``EXACT_CHUNK_ROWS`` rows (a later chunk wins only when strictly better).
+    in chunks of ``EXACT_CHUNK_CELLS / K**2`` rows (a later chunk wins only when
+    strictly better).
     """
+    step = max(1, EXACT_CHUNK_CELLS // max(1, len(c.batch)) ** 2)
     best, best_key = None, None
-    for start in range(0, len(pos), EXACT_CHUNK_ROWS):
-        res = _exact_chunk(c, d, call, kp, budget, pos[start : start + EXACT_CHUNK_ROWS])
+    for start in range(0, len(pos), step):
+        res = _exact_chunk(c, d, call, kp, budget, pos[start : start + step])
         if res is not None and (best_key is None or (res[3] + res[4], res[5]) < best_key):
             best, best_key = res, (res[3] + res[4], res[5])
     return best

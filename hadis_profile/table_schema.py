@@ -53,7 +53,7 @@ MAX_ROWS = 100_000
 MAX_BATCH_SIZES = 64
 """Most distinct batch sizes over all models of a table."""
 
-MAX_SHAPE_CELLS = 2**24
+MAX_SHAPE_CELLS = 2**22
 """Bound on the resolver's largest arrays: distinct row shapes (models carrying load,
 paths taken, overhead class) times the square of the usable batch sizes."""
 

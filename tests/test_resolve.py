@@ -293,7 +293,7 @@ def test_large_table_blocks_match_reference():
 
 def test_exact_step_in_chunks_and_tiny_cache_match_reference(monkeypatch):
     """Quality levels resolved a few rows at a time, and caches that keep nothing."""
-    monkeypatch.setattr(resolve_engine, "EXACT_CHUNK_ROWS", 2)
+    monkeypatch.setattr(resolve_engine, "EXACT_CHUNK_CELLS", 20)  # 1 to 5 rows at a time
     monkeypatch.setattr("hadis_profile.resolve.CACHE_BYTES", 1)
     rng = random.Random(5)
     for _ in range(40):
