@@ -36,6 +36,7 @@ MAX_NUMBER_CHARS = 64
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class _Duplicated(dict):
@@ -136,8 +137,9 @@ def parse_json(data: bytes | str, source: str = "<memory>") -> Any:
     Refused: an empty document, bytes that are not UTF-8 (a byte order mark
     included), invalid JSON, nesting deeper than :data:`MAX_DEPTH`, an integer
     longer than :data:`MAX_INT_DIGITS` digits, a number literal longer than
-    :data:`MAX_NUMBER_CHARS` or out of the float range, ``NaN``/``Infinity``, and
-    an object that repeats a key (the message names its JSON path).
+    :data:`MAX_NUMBER_CHARS` or out of the float range, ``NaN``/``Infinity``, an
+    escaped unpaired surrogate (``"\\ud800"``, not Unicode), and an object that
+    repeats a key (the message names its JSON path).
     """
     if isinstance(data, bytes):
         if data.startswith(b"\xef\xbb\xbf"):
@@ -170,8 +172,8 @@ def parse_json(data: bytes | str, source: str = "<memory>") -> Any:
         raise HadisError(msg) from None
     except RecursionError:  # only if MAX_DEPTH were raised past the interpreter's limit
         raise HadisError(f"{source} nests arrays and objects too deeply.") from None
-    if seen[0]:
-        check_json_value(doc, source)  # reports the first repeated key with its path
+    if seen[0] or _SURROGATE_ESCAPE.search(text) or not (text.isascii() or _is_unicode(text)):
+        check_json_value(doc, source)  # names the repeated key or the lone surrogate's path
     return doc
 
 
@@ -201,6 +203,8 @@ def check_json_value(value: Any, source: str = "<memory>") -> None:
                         f"{source} has a key {describe(k)} at {json_path(path)}; "
                         "JSON keys are strings."
                     )
+                if not (k.isascii() or _is_unicode(k)):
+                    _surrogate(source, path)
                 stack.append((item, (*path, k), depth + 1))
         elif isinstance(v, list):
             if depth >= MAX_DEPTH:
@@ -218,11 +222,30 @@ def check_json_value(value: Any, source: str = "<memory>") -> None:
                     f"{source} holds an integer of more than {MAX_INT_DIGITS} digits "
                     f"at {json_path(path)}."
                 )
-        elif not (v is None or isinstance(v, (str, bool))):
+        elif isinstance(v, str):
+            if not (v.isascii() or _is_unicode(v)):
+                _surrogate(source, path)
+        elif not (v is None or isinstance(v, bool)):
             raise HadisError(
                 f"{source} holds a Python {type(v).__name__} at {json_path(path)}, "
                 "which is not a JSON value."
             )
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a string holding an unpaired surrogate (JSON's "\\ud800" escape allows one)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate(source: str, path: tuple) -> None:
+    raise HadisError(
+        f"{source} holds a string with an unpaired surrogate at or under {json_path(path)}, "
+        "which is not valid Unicode."
+    )
 
 
 def _too_deep(source: str, path: tuple) -> None:

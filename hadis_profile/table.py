@@ -73,10 +73,9 @@ def payload_hash(payload: Any) -> str:
     """sha256 of the payload's canonical JSON (:func:`hadis_profile.fileio.canonical_json`)."""
     try:
         return sha256_text(canonical_json(payload))
-    except ValueError as e:
-        raise HadisError(f"The table payload contains a NaN or infinity ({e}).") from None
-    except TypeError as e:
-        raise HadisError(f"The table payload holds a value JSON cannot represent ({e}).") from None
+    except (TypeError, ValueError) as e:
+        check_json_value(payload, "The table payload")  # names the value and where it is
+        raise HadisError(f"The table payload cannot be serialised ({e}).") from None
 
 
 def make_document(payload: dict, *, created_at: str | None = None) -> dict:

@@ -138,6 +138,7 @@ _SCALARS = st.one_of(
             "8",
             "0" * 64,
             "conf:x",
+            "\ud800",
         ]
     ),
     st.text(max_size=4),

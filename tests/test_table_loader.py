@@ -126,6 +126,10 @@ HOSTILE = {
         text_edit('"light": "a"', '"light": "a", "light": "b"'),
         'repeats the key "light" in one object at payload.rows[',
     ),
+    "lone surrogate escape": (
+        text_edit('"run_id": "t"', '"run_id": "\\ud800"'),
+        "holds a string with an unpaired surrogate at or under payload.provenance.run_id",
+    ),
     "not UTF-8": (lambda: b'{"format": "\xff\xfe"}', "is not UTF-8 text (byte 12 is invalid)"),
     "byte order mark": (lambda: b"\xef\xbb\xbf{}", "starts with a byte order mark"),
     "empty file": (lambda: b"", "is empty"),
