@@ -61,15 +61,16 @@ def describe(value: Any, limit: int = 40) -> str:
 
 
 def json_path(parts: tuple | list, root: str = "") -> str:
-    """``payload.rows[3].max_batch``; keys that are not plain names are quoted."""
+    """``payload.rows[3].max_batch``; keys that are not short plain names are quoted (and
+    cut to 40 characters), so a message stays one short line whatever the document holds."""
     out = root
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,39}", part):
             out += f".{part}" if out else part
         else:
-            out += f"[{json.dumps(part, ensure_ascii=True)}]"
+            out += f"[{describe(part)}]"
     return out or "the top level"
 
 

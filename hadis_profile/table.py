@@ -46,8 +46,9 @@ from hadis_profile.table_schema import FORMAT, check_rules, check_structure
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).parent / "schema" / "table.schema.json"
 
-MAX_TABLE_BYTES = 64 * 2**20
-"""Largest ``table.json`` read (64 MiB; a table of 1,000 rows is about 1 MB)."""
+MAX_TABLE_BYTES = 32 * 2**20
+"""Largest ``table.json`` read (32 MiB; a table of 1,000 rows is about 0.5 MB). Parsed JSON
+takes up to ~25x its size in memory, so this also bounds the loader's memory."""
 
 REQUIRED_TOP = ("format", "schema_version", "tool_version", "created_at", "sha256", "payload")
 REQUIRED_PAYLOAD = ("provenance", "models", "router", "rows")

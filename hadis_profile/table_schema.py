@@ -47,7 +47,7 @@ MAX_BATCH_SIZE = 2**20
 MAX_MODELS = 64
 """Most models in ``payload.models``."""
 
-MAX_ROWS = 100_000
+MAX_ROWS = 50_000
 """Most rows in ``payload.rows`` (a Pareto table has hundreds)."""
 
 MAX_BATCH_SIZES = 64
