@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 from hadis_profile.errors import ParameterError
 from hadis_profile.table_schema import MAX_BATCH_SIZE, MAX_BATCH_SIZES, MAX_SECONDS
@@ -30,8 +29,7 @@ MAX_HEADROOM = 100.0
 """Largest capacity factor over the offered load."""
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """A checked request (``batch_sizes`` sorted and deduplicated, or None for all)."""
 
     qps: float
@@ -59,6 +57,10 @@ def check_real(
     value: Any, param: str, *, minimum: float, maximum: float, positive: bool = False
 ) -> float:
     """A finite float in [minimum, maximum] (``positive``: also > 0)."""
+    kind = type(value)
+    fast = (kind is float or kind is int) and minimum <= value <= maximum  # the usual case
+    if fast and (value > 0 or not positive):
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ParameterError(param, f"{{param}} must be a number, not {_show(value)}.")
     try:
@@ -78,6 +80,8 @@ def check_real(
 
 def check_int(value: Any, param: str, *, minimum: int, maximum: int) -> int:
     """A whole number in [minimum, maximum] (an integral float such as 4.0 counts)."""
+    if type(value) is int and minimum <= value <= maximum:  # the usual case, fast
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ParameterError(param, f"{{param}} must be a whole number, not {_show(value)}.")
     if not isinstance(value, numbers.Integral):
