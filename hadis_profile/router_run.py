@@ -16,6 +16,7 @@ import numpy as np
 
 from hadis_profile import metrics as metric_ids
 from hadis_profile.errors import HadisError, ParameterError
+from hadis_profile.pareto import measurements_for
 from hadis_profile.router import (
     DEFAULT_FRACTIONS,
     DEFAULT_RANDOM_SEEDS,
@@ -134,7 +135,7 @@ def fit_run_router(
             "router first."
         )
     X, names, _, spec = stored
-    meas = store.load_measurements()
+    meas = measurements_for(store)
     lo, hi = _pick_pair(list(meas.models), light, heavy)
     chosen = _pick_metric(meas, lo, hi, metric)
     hib = metric_ids.higher_is_better(chosen)
