@@ -345,6 +345,13 @@ def compile_table(
 
     _check_sweep_options(pairs, grid)
     meas.check()
+    random = meas.provenance.get("random_weights") or []
+    if random:
+        raise HadisError(
+            f"{', '.join(repr(m) for m in random)} {'was' if len(random) == 1 else 'were'} "
+            "profiled with random weights: that latency is the architecture's and there is "
+            "no real quality to rank by; profile with the checkpoints to compile a table."
+        )
     order = meas.ordered_models()
     rank = {name: i for i, name in enumerate(order)}
     metric = metric_ids.resolve_metric(quality_metric, _available_metrics(meas))
