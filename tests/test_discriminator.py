@@ -32,6 +32,7 @@ from hadis_profile.measure import discriminator as MD  # noqa: E402
 from hadis_profile.measure import discriminator_run as DR  # noqa: E402
 from hadis_profile.measure import encoder as E  # noqa: E402
 from hadis_profile.measure import profiler as P  # noqa: E402
+from hadis_profile.pareto import choose_confidence_scorer, measurements_for  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 
 MODELS = ["tiny-sd1-light", "tiny-sd1-heavy"]
@@ -189,21 +190,29 @@ def test_choosing_the_confidence_scorer(tmp_path):
     store = write_synthetic_run(tmp_path / "syn", n_prompts=6)
     try:
         (first,) = store.confidence_scorers()
-        assert store.default_confidence_scorer() == first
+
+        def choose(requested=None):
+            latest = (store.provenance.get("discriminator") or {}).get("scorer_id")
+            return choose_confidence_scorer(
+                store.confidence_scorers(), latest=latest, requested=requested
+            )
+
+        assert choose() == first
         light = next(iter(store.models()))
         k = store.image_ids(light).shape[1]
         store.put_confidences_bulk(light, np.full((6, k), 0.5), scorer="confidence:hadis-head:a")
         store.put_confidences_bulk(light, np.full((6, k), 0.4), scorer="confidence:hadis-head:b")
         with pytest.raises(HadisError, match="several scorers"):
-            store.default_confidence_scorer()
+            choose()
+        with pytest.raises(HadisError, match="several scorers"):  # the store never guesses
+            store.load_measurements()
         with pytest.raises(HadisError, match="matches several of"):
-            store.default_confidence_scorer("confidence:hadis-head")
-        assert store.default_confidence_scorer("confidence:hadis-head:b") == (
-            "confidence:hadis-head:b"
-        )
+            choose("confidence:hadis-head")
+        assert choose("confidence:hadis-head:b") == "confidence:hadis-head:b"
         spec = {"kind": "learned", "scorer_id": "confidence:hadis-head:a"}
         DR.record_discriminator(store, spec)
-        assert store.default_confidence_scorer() == "confidence:hadis-head:a"
+        assert choose() == "confidence:hadis-head:a"
+        assert measurements_for(store).provenance["discriminator"] == spec
         prov = store.provenance
         assert D.discriminator_for_table(prov, "confidence:hadis-head:a") == spec
         assert D.discriminator_for_table(prov, first) == {"scorer_id": first}
@@ -325,7 +334,10 @@ def test_score_cli_writes_one_confidence_per_image_and_pareto_records_it(
         ).fetchone()
         assert rows[0] == rows[1] == 24 and 0 <= rows[2] <= rows[3] <= 1
         assert store.provenance["discriminator"]["scorer_id"] == trained.scorer_id
-        assert store.default_confidence_scorer() == trained.scorer_id  # latest of two
+        latest = store.provenance["discriminator"]["scorer_id"]
+        assert choose_confidence_scorer(store.confidence_scorers(), latest=latest) == (
+            trained.scorer_id
+        )  # the latest of two
         meas = store.load_measurements(confidence_scorer=trained.scorer_id)
         assert meas.models["tiny-sd1-light"].confidence.shape == (len(PROMPTS),)
     code, out, _ = cli(

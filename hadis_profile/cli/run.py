@@ -67,7 +67,7 @@ def run_cmd(
     reps: Annotated[
         int,
         typer.Option(help="The most timed calls per batch size (a stable point stops sooner)."),
-    ] = 30,
+    ] = 20,
     min_reps: Annotated[
         int,
         typer.Option(

@@ -228,6 +228,7 @@ def simulate_cmd(
 ) -> None:
     """Replay a trace (or Poisson load) on simulated GPUs and compare serving policies."""
     from hadis_profile.errors import UsageError
+    from hadis_profile.pareto import measurements_for
     from hadis_profile.report.terminal import render_wrote
     from hadis_profile.simulate import POLICIES, SimConfig, load_trace, parse_rate, simulate
     from hadis_profile.simulate.output import render_summary, write_outputs
@@ -293,7 +294,7 @@ def simulate_cmd(
     config.check()
     tab = load_table(table)
     with RunStore.open(run) as store:
-        meas = store.load_measurements()
+        meas = measurements_for(store)
     if trace is not None:
         workload = load_trace(trace, limit=limit, strict_order=strict_order)
         workload = workload.time_scaled(time_scale)
