@@ -13,7 +13,7 @@ import resolve_oracles as oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import EXIT_INFEASIBLE, HadisError
 from hadis_profile.resolve import Plan, load_table, resolve
 from hadis_profile.table import CascadeTable, make_document, write_table
 
@@ -642,5 +642,5 @@ def test_cli_resolve(tmp_path):
         app,
         ["resolve", str(path), "--qps", "2", "--slo", "0.5", "--gpus", "8", "--batch-sizes", "1,2"],
     )
-    assert bad.exit_code == 1
+    assert bad.exit_code == EXIT_INFEASIBLE == 3  # its own code, distinct from errors (1, 2)
     assert "below every configuration" in bad.output and "fallback" in bad.output

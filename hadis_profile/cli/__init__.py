@@ -44,7 +44,7 @@ app = HadisTyper(
     name="hadis-profile",
     help="Profile diffusion models, compile a Pareto cascade table, and resolve serving plans.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
 )
 
