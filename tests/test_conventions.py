@@ -80,3 +80,55 @@ def test_importing_the_package_stays_cheap():
     heavy = {"pandas", "rich", "matplotlib", "torch"}
     imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in res.stderr.splitlines()}
     assert not heavy & imported
+
+
+def test_metric_ids_name_local_checkpoints_portably(tmp_path):
+    """A local checkpoint is named by folder and content hash: the same id wherever the folder
+    is, another id when its bytes change, and never the machine path."""
+    from hadis_profile.measure.scorers import checkpoint_label
+
+    for where in ("a", "b/deeper"):
+        ckpt = tmp_path / where / "clip"
+        ckpt.mkdir(parents=True)
+        (ckpt / "config.json").write_text('{"dim": 8}')
+        (ckpt / "weights.bin").write_bytes(bytes(range(64)))
+    first, second = (checkpoint_label(str(tmp_path / w / "clip")) for w in ("a", "b/deeper"))
+    assert first == second and re.fullmatch(r"clip@[0-9a-f]{12}", first)
+    assert str(tmp_path) not in first
+    (tmp_path / "b" / "deeper" / "clip" / "weights.bin").write_bytes(bytes(range(1, 65)))
+    moved = tmp_path / "c"
+    (tmp_path / "b" / "deeper" / "clip").rename(moved)  # a new path: not served from the cache
+    assert checkpoint_label(str(moved)).split("@")[1] != first.split("@")[1]
+    assert checkpoint_label("openai/clip-vit-large-patch14") == "openai/clip-vit-large-patch14"
+
+
+def test_dry_run_plan_is_readable_at_80_columns():
+    """Long warnings (a checkpoint to fetch) go below the table, which keeps a model a line."""
+    from rich.console import Console
+
+    from hadis_profile.measure.summary import ModelReport, RunReport
+    from hadis_profile.report.runs import render_run
+
+    warning = ("Model 'sd35-large': checkpoint 'stabilityai/stable-diffusion-3.5-large' is not in "
+               "the local Hugging Face cache; fetch it with `hf download "
+               "stabilityai/stable-diffusion-3.5-large` or rerun with --online.")  # fmt: skip
+    batches = {b: None for b in (1, 2, 4, 8, 16, 32)}
+    models = [
+        ModelReport(
+            name=f"sdxl-lightning-{i}step", steps=i, latency=batches, prompts_total=300,
+            warnings=[warning], per_image_s=0.5, estimate_s=3600.0 * i,
+        )
+        for i in (2, 4)
+    ]  # fmt: skip
+    report = RunReport(
+        run_dir=Path("outputs/a100"), hardware_label="a100", device="cuda",
+        device_name="NVIDIA A100-SXM4-80GB", models=models, dry_run=True,
+        notes=["a note that is long enough to need wrapping on a narrow terminal"],
+    )  # fmt: skip
+    console = Console(width=80, record=True, color_system=None)
+    render_run(report, console)
+    lines = console.export_text().splitlines()
+    table = [line for line in lines if line.startswith(" sdxl-lightning")]
+    assert len(table) == 2  # one line per model, nothing wrapped into a column
+    assert all(len(line) <= 80 for line in table)
+    assert any(warning in line for line in lines)  # below the table, whole

@@ -32,6 +32,7 @@ from hadis_profile.measure import discriminator as MD  # noqa: E402
 from hadis_profile.measure import discriminator_run as DR  # noqa: E402
 from hadis_profile.measure import encoder as E  # noqa: E402
 from hadis_profile.measure import profiler as P  # noqa: E402
+from hadis_profile.measure.pipelines import content_hash  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 
 MODELS = ["tiny-sd1-light", "tiny-sd1-heavy"]
@@ -351,7 +352,7 @@ def test_score_cli_writes_one_confidence_per_image_and_pareto_records_it(
     assert disc["metrics"]["val_auc"] == trained.metadata["metrics"]["val_auc"]
 
     # the profiler's CLIP confidence is still selectable, and the table says so
-    clip_id = f"clip_confidence:{world['tz'].clip_path}"
+    clip_id = f"clip_confidence:clip@{content_hash(world['tz'].clip_path)[:12]}"
     code, _, err = cli(
         capsys, "pareto", "--run", run, "-o", tmp_path / "c.json", "--confidence", "clip_conf"
     )

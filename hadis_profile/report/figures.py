@@ -243,7 +243,7 @@ def capacity_png(cap: dict | None) -> bytes | None:
     qps, slo = np.asarray(cap["qps"], float), np.asarray(cap["slo_s"], float)
     q = np.array([[np.nan if v is None else v for v in r] for r in cap["quality"]], float)
     rows = np.asarray(cap["row"], dtype=int)
-    fig = _figure(11.5, 4.6)
+    fig = _figure(13.0, 4.6)
     ax1, ax2 = fig.subplots(1, 2)
     for ax in (ax1, ax2):
         ax.set_facecolor("0.85")
@@ -261,7 +261,7 @@ def capacity_png(cap: dict | None) -> bytes | None:
                    vmin=-0.5, vmax=len(colours) - 0.5, shading="nearest")  # fmt: skip
     handles = [Patch(color=colours[i], label=label) for i, label in enumerate(labels)]
     handles.append(Patch(facecolor="0.85", hatch="///", label="infeasible"))
-    ax2.legend(handles=handles[:12], fontsize=7, loc="upper left", framealpha=0.9)
+    ax2.legend(handles=handles[:12], fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     for ax, title in ((ax1, "plan quality"), (ax2, "plan served (row's pair)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
