@@ -383,7 +383,8 @@ def test_proxy_and_plugin_kinds(world, tmp_path, capsys, monkeypatch):
         "tiny-sd1-light",
     )
     assert code == 0, err
-    assert f"Scored 12 images under pick_confidence:{tz.pickscore_path}" in out
+    pick = f"pickscore@{content_hash(tz.pickscore_path)[:12]}"  # portable: name + content hash
+    assert f"Scored 12 images under pick_confidence:{pick}" in out
     (tmp_path / "my_disc_plugin.py").write_text(
         "def brightness(images, prompts):\n"
         "    return [float(im.float().mean()) / 255 for im in images]\n"
