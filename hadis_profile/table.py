@@ -139,6 +139,29 @@ class CascadeTable:
     def from_document(cls, document: Any, source: str = "<memory>") -> CascadeTable:
         return cls(document, source)
 
+    def to_frame(self) -> Any:
+        """The rows as a pandas DataFrame, cheapest first (pandas imported here only).
+
+        One column per row field; ``fractions`` flattened to ``fraction_direct``,
+        ``fraction_escalated``, ``fraction_light``, ``fraction_load_light`` and
+        ``fraction_load_heavy``; one column per quality metric, named by its id.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise HadisError(
+                "CascadeTable.to_frame needs pandas; install it with "
+                "pip install 'hadis-profile[frames]'."
+            ) from None
+        metrics = list(dict.fromkeys(m for r in self.rows for m in r["quality"]))
+        records = []
+        for r in self.rows:
+            rec = {k: v for k, v in r.items() if k not in ("fractions", "quality")}
+            rec.update({f"fraction_{k}": v for k, v in r["fractions"].items()})
+            rec.update({m: r["quality"].get(m) for m in metrics})
+            records.append(rec)
+        return pd.DataFrame.from_records(records)
+
 
 def check_document(doc: Any, source: str = "<memory>") -> None:
     """The one table check (steps 2-6 of the module doc); one sentence naming the problem."""
