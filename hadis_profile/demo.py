@@ -110,10 +110,10 @@ def run_demo(
     _fresh_run_dir(run_dir)  # only after every argument is known to be good
     out.mkdir(parents=True, exist_ok=True)
     if console is not None:
-        from rich.markup import escape
+        from hadis_profile.report.terminal import esc
 
         console.print(
-            f"[bold]demo[/]: {source} measurements into {escape(str(run_dir))}", highlight=False
+            f"[bold]demo[/]: {source} measurements into {esc(str(run_dir))}", highlight=False
         )
     if source == "tiny":
         quality = _tiny_run(out, run_dir, n_prompts or 8, console)

@@ -24,11 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from hadis_profile.errors import HadisError, InputError, ParameterError
-from hadis_profile.fileio import sha256_file
+from hadis_profile.fileio import read_bytes, sha256_file
+from hadis_profile.limits import (
+    MAX_INPUT_FILE_BYTES,
+    MAX_PROMPT_CHARS,
+    MAX_PROMPT_FILE_BYTES,
+    MAX_PROMPTS,
+    check_file_size,
+)
 from hadis_profile.measurements import ExternalConfig, LatencyStats
 from hadis_profile.metrics import info as metric_info
 from hadis_profile.router import DEFAULT_WEIGHTS, FEATURES
-from hadis_profile.store import RunStore
+from hadis_profile.store import DB_NAME, RunStore
+from hadis_profile.store.lock import write_lock
 
 # --------------------------------------------------------------------------- the HADIS preset
 
@@ -111,29 +119,57 @@ class ImportSummary:
 
 
 def _require_file(path: Path, what: str) -> Path:
+    """``path`` if it is a file no larger than :data:`MAX_INPUT_FILE_BYTES`."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"The {what} {path} is a folder, not a file.")
     if not path.is_file():
-        raise HadisError(f"The {what} {path} does not exist.")
+        raise InputError(f"The {what} {path} does not exist.")
+    check_file_size(path, MAX_INPUT_FILE_BYTES, f"the {what}")
     return path
+
+
+def _read_csv_rows(path: Path, what: str, encoding: str = "utf-8", errors: str = "strict"):
+    """All rows of a CSV file; an undecodable byte, a NUL or an oversized field is a sentence."""
+    try:
+        with open(path, newline="", encoding=encoding, errors=errors) as f:
+            return list(csv.reader(f))
+    except UnicodeDecodeError:
+        raise InputError(f"The {what} {path} is not UTF-8.") from None
+    except csv.Error as e:
+        raise InputError(f"The {what} {path} is not a readable CSV file ({e}).") from None
+    except OSError as e:
+        raise InputError(f"Cannot read the {what} {path}: {e.strerror or e}.") from None
 
 
 def read_prompts(path: Path, *, ascii_only: bool = False) -> list[str]:
     """One prompt per line; ``ascii_only`` drops undecodable bytes (the HADIS file's convention)."""
     path = _require_file(path, "prompts file")
-    raw = path.read_bytes()
+    check_file_size(path, MAX_PROMPT_FILE_BYTES, "the prompts file")
+    raw = read_bytes(path, "prompts file")
     try:
         text = raw.decode("ascii", errors="ignore") if ascii_only else raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise HadisError(f"The prompts file {path} is not UTF-8 (byte {e.start}).") from None
+        raise InputError(f"The prompts file {path} is not UTF-8 (byte {e.start}).") from None
     # split("\n") rather than splitlines(): form feeds etc. inside a prompt stay in it.
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     if lines and lines[-1] == "":
         lines.pop()
+    if len(lines) > MAX_PROMPTS:
+        raise InputError(
+            f"The prompts file {path} has {len(lines):,} lines, more than the limit of "
+            f"{MAX_PROMPTS:,} prompts."
+        )
     for i, line in enumerate(lines):
         if not line.strip():
-            raise HadisError(f"The prompts file {path} has an empty prompt on line {i + 1}.")
+            raise InputError(f"The prompts file {path} has an empty prompt on line {i + 1}.")
+        if len(line) > MAX_PROMPT_CHARS:
+            raise InputError(
+                f"Line {i + 1} of the prompts file {path} is {len(line):,} characters, more "
+                f"than the limit of {MAX_PROMPT_CHARS:,} for one prompt."
+            )
     if not lines:
-        raise HadisError(f"The prompts file {path} has no prompts.")
+        raise InputError(f"The prompts file {path} has no prompts.")
     return lines
 
 
@@ -147,34 +183,36 @@ def read_confidences(
     path = _require_file(path, "confidence file")
     try:
         data = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except ValueError as e:
-        raise HadisError(f"The confidence file {path} is not a numeric table ({e}).") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(f"The confidence file {path} is not a numeric table ({e}).") from None
+    except OSError as e:
+        raise InputError(f"Cannot read the confidence file {path}: {e.strerror or e}.") from None
     rows = data.shape[0]
     if data.shape[1] <= column:
-        raise HadisError(
+        raise InputError(
             f"The confidence file {path} has {data.shape[1]} column(s); column {column + 1} "
             "holds the confidence."
         )
     if images_per_prompt is not None and rows != n_prompts * images_per_prompt:
-        raise HadisError(
+        raise InputError(
             f"The confidence file {path} has {rows} rows, expected {n_prompts} prompts x "
             f"{images_per_prompt} images = {n_prompts * images_per_prompt}."
         )
     if rows == 0 or rows % n_prompts:
-        raise HadisError(
+        raise InputError(
             f"The confidence file {path} has {rows} rows, not a whole number of images for "
             f"each of the {n_prompts} prompts."
         )
     values = data[:, column]
     bad = ~np.isfinite(values)
     if bad.any():
-        raise HadisError(
+        raise InputError(
             f"The confidence file {path} has {int(bad.sum())} NaN or infinite value(s), first "
             f"on line {int(np.flatnonzero(bad)[0]) + 1}."
         )
     outside = (values < 0) | (values > 1)
     if outside.any():
-        raise HadisError(
+        raise InputError(
             f"The confidence file {path} has {int(outside.sum())} value(s) outside [0, 1], "
             f"first on line {int(np.flatnonzero(outside)[0]) + 1}."
         )
@@ -191,45 +229,41 @@ def read_prompt_features(
     """
     path = _require_file(path, "prompt features file")
     encoding, errors = ("ascii", "ignore") if ascii_only else ("utf-8", "strict")
-    try:
-        with open(path, newline="", encoding=encoding, errors=errors) as f:
-            rows = list(csv.reader(f))
-    except UnicodeDecodeError:
-        raise HadisError(f"The prompt features file {path} is not UTF-8.") from None
+    rows = _read_csv_rows(path, "prompt features file", encoding, errors)
     if not rows:
-        raise HadisError(f"The prompt features file {path} is empty.")
+        raise InputError(f"The prompt features file {path} is empty.")
     header, body = rows[0], [r for r in rows[1:] if r]
     prompt_col = header.index("prompt") if "prompt" in header else None
     cols = [i for i in range(len(header)) if i != prompt_col]
     if not cols:
-        raise HadisError(f"The prompt features file {path} has no feature columns.")
+        raise InputError(f"The prompt features file {path} has no feature columns.")
     if len(body) != len(prompts):
-        raise HadisError(
+        raise InputError(
             f"The prompt features file {path} has {len(body)} rows, expected one per prompt "
             f"({len(prompts)})."
         )
     feats = np.empty((len(body), len(cols)), dtype=np.float64)
     for i, row in enumerate(body):
         if len(row) != len(header):
-            raise HadisError(
+            raise InputError(
                 f"Row {i + 2} of the prompt features file {path} has {len(row)} fields, "
                 f"expected {len(header)}."
             )
         if prompt_col is not None and row[prompt_col] != prompts[i]:
-            raise HadisError(
+            raise InputError(
                 f"Row {i + 2} of the prompt features file {path} is for another prompt than "
                 f"line {i + 1} of the prompts file."
             )
         try:
             feats[i] = [float(row[c]) for c in cols]
         except ValueError:
-            raise HadisError(
+            raise InputError(
                 f"Row {i + 2} of the prompt features file {path} has a non-numeric feature."
             ) from None
     bad = ~np.isfinite(feats)
     if bad.any():
         r, c = (int(x) for x in np.argwhere(bad)[0])
-        raise HadisError(
+        raise InputError(
             f"The prompt features file {path} has NaN or infinite values, first in row {r + 2} "
             f"column '{header[cols[c]]}'."
         )
@@ -474,6 +508,19 @@ def run_import(spec: ImportSpec, out: Path, *, fresh: bool = False) -> ImportSum
     out = Path(out)
     if out.exists() and not fresh:
         raise ParameterError("fresh", f"{out} already exists; use {{param}} to replace it.")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give a folder for the run.")
+    if out.is_dir() and any(out.iterdir()) and not (out / DB_NAME).is_file():
+        raise ParameterError(
+            "out", f"{{param}} {out} is a folder that holds no run; only a run is replaced."
+        )
+    with contextlib.ExitStack() as held:
+        if out.is_dir():  # replacing a run: no other writer may be using it meanwhile
+            held.enter_context(write_lock(out, "import"))
+        return _import(spec, out, fresh=fresh, locked=out.is_dir())
+
+
+def _import(spec: ImportSpec, out: Path, *, fresh: bool, locked: bool) -> ImportSummary:
     if not spec.models:
         raise HadisError("Nothing to import: no models were given.")
     names = [m.name for m in spec.models]
@@ -574,7 +621,16 @@ def run_import(spec: ImportSpec, out: Path, *, fresh: bool = False) -> ImportSum
             )
         finally:
             store.close()  # checkpoints the WAL so the folder is self-contained
-        _replace_dir(tmp, out)
+        with contextlib.ExitStack() as held:
+            if out.exists():  # another process created it while this one was importing
+                if not fresh:
+                    raise HadisError(
+                        f"{out} was created by another process during the import; nothing "
+                        "was written."
+                    )
+                if not locked:
+                    held.enter_context(write_lock(out, "import"))
+            _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -515,7 +515,7 @@ def compile_run(
     from hadis_profile.store import RunStore
 
     _check_sweep_options(pairs, grid)  # before opening the run: fail fast, touch nothing
-    with RunStore.open(run_dir) as store:
+    with RunStore.open(run_dir, readonly=True) as store:
         latest = (store.provenance.get("discriminator") or {}).get("scorer_id")
         try:
             scorer = choose_confidence_scorer(

@@ -642,5 +642,5 @@ def test_cli_resolve(tmp_path):
         app,
         ["resolve", str(path), "--qps", "2", "--slo", "0.5", "--gpus", "8", "--batch-sizes", "1,2"],
     )
-    assert bad.exit_code == 1
+    assert bad.exit_code == 3  # EXIT_INFEASIBLE
     assert "below every configuration" in bad.output and "fallback" in bad.output

@@ -312,7 +312,7 @@ def test_cli_errors_are_one_sentence(tmp_path, run_dir, doc):
     assert not (tmp_path / "t.json").exists()  # nothing written on failure
 
     proc = cli("pareto", "--run", str(tmp_path / "nope"), "--out", "t.json", cwd=tmp_path)
-    assert proc.returncode == 1 and "No run store" in one_line_error(proc)
+    assert proc.returncode == 2 and "No run store" in one_line_error(proc)
 
     proc = cli("pareto", "--run", str(run_dir), "--pairs", "some", cwd=tmp_path)
     assert proc.returncode == 2 and "--pairs" in one_line_error(proc)
@@ -329,4 +329,4 @@ def test_cli_errors_are_one_sentence(tmp_path, run_dir, doc):
     assert proc.returncode == 1 and "does not match the table schema" in one_line_error(proc)
 
     proc = cli("show", "absent.json", cwd=tmp_path)
-    assert proc.returncode == 1 and "does not exist" in one_line_error(proc)
+    assert proc.returncode == 2 and "does not exist" in one_line_error(proc)

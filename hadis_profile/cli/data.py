@@ -197,9 +197,12 @@ def export_cmd(
     ] = None,
 ) -> None:
     """Export every table of a run as CSV or parquet files, one per table."""
+    from hadis_profile.fileio import check_output_dir
     from hadis_profile.report.terminal import render_export
     from hadis_profile.store import RunStore
 
-    with RunStore.open(run) as store:
-        paths = store.export(out or run / "export", fmt)
+    target = out or run / "export"
+    with RunStore.open(run, readonly=True) as store:
+        check_output_dir(target)
+        paths = store.export(target, fmt)
     render_export(run, fmt, paths, console)

@@ -207,7 +207,7 @@ def router_fit_cmd(
     from hadis_profile.router_run import fit_run_router
     from hadis_profile.store import RunStore
 
-    with RunStore.open(run) as store:
+    with RunStore.open(run, readonly=dry_run) as store:
         res = fit_run_router(
             store,
             light=light,

@@ -235,8 +235,10 @@ def simulate_cmd(
     from hadis_profile.store import RunStore
     from hadis_profile.table import load_table
 
-    if out is not None and out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder for the simulation's files.")
+    if out is not None:  # before the simulation: a bad --out fails in a second, not after
+        from hadis_profile.fileio import check_output_dir
+
+        check_output_dir(out)
     if scenario is not None:
         given = {
             "TABLE": (table, None), "--run": (run, None), "--gpus": (gpus, None),
@@ -292,7 +294,7 @@ def simulate_cmd(
     )
     config.check()
     tab = load_table(table)
-    with RunStore.open(run) as store:
+    with RunStore.open(run, readonly=True) as store:
         meas = store.load_measurements()
     if trace is not None:
         workload = load_trace(trace, limit=limit, strict_order=strict_order)

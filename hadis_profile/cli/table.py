@@ -155,7 +155,7 @@ def resolve_cmd(
 ) -> None:
     """Pick the best cascade, batch sizes and GPU split for a load, SLO and GPU budget.
 
-    Exits 1 when no plan meets the request, after printing why and the fallback.
+    Exits 3 when no plan meets the request, after printing why and the fallback.
     """
     from hadis_profile.report.terminal import render_plan, write_json
     from hadis_profile.resolve import load_table, resolve
@@ -176,4 +176,6 @@ def resolve_cmd(
     else:
         render_plan(plan, console, err_console)
     if not plan.feasible:
-        raise typer.Exit(1)
+        from hadis_profile.errors import EXIT_INFEASIBLE
+
+        raise typer.Exit(EXIT_INFEASIBLE)

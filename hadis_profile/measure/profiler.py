@@ -95,15 +95,21 @@ def _open_store(opts: RunOptions, provenance: dict) -> Any:
     from hadis_profile.store import DB_NAME, RunStore
 
     out = Path(opts.out)
+    # write_lock: a second `run` (or an import) on this folder is refused here, before
+    # anything is measured; the lock is held until the store is closed.
     if (out / DB_NAME).exists():
-        store = RunStore.open(out)
-        if opts.fresh:
-            store.reset()
-        else:
-            _check_resume(store, provenance)
-        store.update_provenance(provenance)
+        store = RunStore.open(out, write_lock="run")
+        try:
+            if opts.fresh:
+                store.reset()
+            else:
+                _check_resume(store, provenance)
+            store.update_provenance(provenance)
+        except BaseException:
+            store.close()
+            raise
         return store
-    return RunStore.create(out, provenance=provenance)
+    return RunStore.create(out, provenance=provenance, write_lock="run")
 
 
 def _devices(opts: RunOptions) -> tuple[DeviceInfo, list[DeviceInfo]]:

@@ -56,8 +56,9 @@ def _estimate_line(report: RunReport) -> str:
 def render_run(report: RunReport, console: Any) -> None:
     """The summary table after a run (or the plan of a dry run)."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
+
+    from hadis_profile.report.terminal import esc
 
     if report.dry_run:
         t = Table(
@@ -81,17 +82,17 @@ def render_run(report: RunReport, console: Any) -> None:
             if m.estimate_s is not None:
                 est = f"{_hours(m.estimate_s)} ({_secs(m.estimate_s)} s)"
             t.add_row(
-                escape(m.name),
+                esc(m.name),
                 str(m.steps),
                 ",".join(map(str, m.latency)) or "-",
                 f"{m.prompts_total - m.prompts_done}/{m.prompts_total}",
                 per_image,
                 est,
-                "[red]" + escape(m.warnings[0]) + "[/]" if m.warnings else "[green]ok[/]",
+                "[red]" + esc(m.warnings[0]) + "[/]" if m.warnings else "[green]ok[/]",
             )
         console.print(t)
         for note in report.notes:
-            console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+            console.print(f"note: {esc(note)}", highlight=False, soft_wrap=True)
         console.print(
             f"{report.units_done} units to measure, {report.units_skipped} already done.",
             highlight=False,
@@ -115,7 +116,7 @@ def render_run(report: RunReport, console: Any) -> None:
         t.add_column(head, justify="right", no_wrap=True)
     for metric in metrics:
         scorer = metric.split(":", 1)[0]
-        t.add_column(escape(_SHORT.get(scorer, scorer[:8])), justify="right", no_wrap=True)
+        t.add_column(esc(_SHORT.get(scorer, scorer[:8])), justify="right", no_wrap=True)
     t.add_column("conf", justify="right", no_wrap=True)
     for m in report.models:
         feasible = {b: s for b, s in m.latency.items() if s is not None and not s.infeasible}
@@ -123,7 +124,7 @@ def render_run(report: RunReport, console: Any) -> None:
         top = max(feasible) if feasible else None
         peak = max((s.peak_mem_bytes or 0) for s in feasible.values()) if feasible else 0
         t.add_row(
-            escape(m.name),
+            esc(m.name),
             str(m.steps),
             _ms(b1.p50_s) if b1 else "-",
             str(top) if top else "-",
@@ -135,7 +136,7 @@ def render_run(report: RunReport, console: Any) -> None:
         )
     console.print(t)
     for note in report.notes:
-        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+        console.print(f"note: {esc(note)}", highlight=False, soft_wrap=True)
     console.print(
         f"Measured {report.units_done} units now, {report.units_skipped} were already done; "
         f"the run is in {report.run_dir}.",
