@@ -118,6 +118,8 @@ class StoreCore:
         self._depth = 0
         self._run_json_dirty = False
         self.readonly = readonly
+        #: The schema version this open upgraded the store from (None: it was current).
+        self.upgraded_from: int | None = None
         self._lock: RunLock | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -276,6 +278,8 @@ class StoreCore:
     def _migrate(self) -> None:
         version = self._version()
         self._check_not_newer(version)
+        if 0 < version < SCHEMA_VERSION:
+            self.upgraded_from = version
         # Foreign keys must be off while tables are rebuilt (SQLite's documented
         # ALTER procedure); they are re-checked after each step.
         self._db.execute("PRAGMA foreign_keys=OFF")

@@ -198,10 +198,14 @@ class RunLock:
                 os.close(fd)
                 continue
             try:
-                self._check_note(fd, flocked)
+                self._check_note(fd, flocked)  # refusing leaves the holder's note as it is
+            except BaseException:
+                self._unlock(fd, clear=False)
+                raise
+            try:
                 self._write_note(fd)
             except BaseException:
-                self._unlock(fd)
+                self._unlock(fd, clear=True)
                 raise
             self._fd = fd
             return
@@ -275,11 +279,12 @@ class RunLock:
         )
 
     @staticmethod
-    def _unlock(fd: int) -> None:
+    def _unlock(fd: int, *, clear: bool) -> None:
         import fcntl
 
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+        if clear:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
         with contextlib.suppress(OSError):
             fcntl.flock(fd, fcntl.LOCK_UN)
         with contextlib.suppress(OSError):
@@ -287,7 +292,7 @@ class RunLock:
 
     def _close(self) -> None:
         if self._fd is not None:
-            self._unlock(self._fd)
+            self._unlock(self._fd, clear=True)
             self._fd = None
 
 
