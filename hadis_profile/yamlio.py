@@ -7,7 +7,8 @@
   error messages then walk as 10^9 values;
 * its composer recurses once per nesting level, so a deep enough ``[[[[...``
   is a ``RecursionError``;
-* a repeated mapping key silently keeps the last value;
+* a repeated mapping key silently keeps the last value (a key that overrides
+  one merged in with ``<<: *anchor`` is not a repeat: that is what merging is for);
 * some scalars it resolves raise plain ``ValueError`` (a 5,000-digit integer,
   a timestamp on the 45th of a month).
 
@@ -54,6 +55,8 @@ class _UniqueKeyLoader:
             def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict:
                 seen: set[Any] = set()
                 for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # "<<: *base" merges; the mapping's own keys override it
                     key = loader.construct_object(key_node, deep=deep)
                     if not isinstance(key, Hashable):
                         raise yaml.constructor.ConstructorError(
