@@ -208,6 +208,9 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError):
             raise os_error(t, e, "write into") from None
+        if type(e) in (HadisError, InputError) and str(tmp) in str(e):
+            # a write inside the block failed: name the folder the user asked for
+            raise type(e)(str(e).replace(str(tmp), str(t))) from None
         raise
 
 

@@ -631,8 +631,10 @@ def _import(spec: ImportSpec, out: Path, *, fresh: bool, locked: bool) -> Import
                 if not locked:
                     held.enter_context(write_lock(out, "import"))
             _replace_dir(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if type(e) is HadisError and str(tmp) in str(e):  # name the run, not the temp folder
+            raise HadisError(str(e).replace(str(tmp), str(out))) from None
         raise
     return summary
 

@@ -48,6 +48,15 @@ def _write_csv(out: Path | None, header: list[str], rows) -> None:
         atomic_write_text(out, buf.getvalue())
 
 
+def _check_outputs(*paths: Path | None) -> None:
+    """Refuse an --out that cannot be written before any prompt is read."""
+    from hadis_profile.fileio import check_output_file
+
+    for path in paths:
+        if path is not None:
+            check_output_file(path)
+
+
 def _write_spec(path: Path, router) -> None:
     import json
 
@@ -91,6 +100,7 @@ def router_features_cmd(
     from hadis_profile.report.terminal import render_router_written
     from hadis_profile.router import FEATURES, Router
 
+    _check_outputs(out)
     prompts = _prompts(prompts_file, encoding)
     X = Router(lexicon=lexicon, spatial_terms=spatial).features(prompts)
     rows = ([p, *map(int, row)] for p, row in zip(prompts, X, strict=True))
@@ -135,6 +145,7 @@ def router_score_cmd(
 
     if (prompts_file is None) == (run is None):
         raise UsageError("Give either a prompts file or --run RUN, not both or neither.")
+    _check_outputs(out, spec_out)
     router = _router(table, lexicon, spatial, weights)
     if run is not None:
         _score_run(run, router, fit=table is None, out=out, spec_out=spec_out)
