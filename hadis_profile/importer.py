@@ -400,15 +400,12 @@ def batch_latencies(
 
 def read_latency_yaml(path: Path) -> dict[str, dict[int, float]]:
     """A small YAML: ``model: {batch: seconds}`` (or ``model: seconds`` for batch size 1)."""
-    import yaml  # lazily: only this command reads YAML
+    from hadis_profile.yamlio import read_yaml_file
 
     path = _require_file(path, "latency file")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise HadisError(f"The latency file {path} is not valid YAML ({e}).") from None
+    doc = read_yaml_file(path, "latency file")  # bounded: size, depth, aliases
     if not isinstance(doc, dict):
-        raise HadisError(f"The latency file {path} must map model names to latencies.")
+        raise InputError(f"The latency file {path} must map model names to latencies.")
     out: dict[str, dict[int, float]] = {}
     for model, points in doc.items():
         where = f"Latency file {path}, model '{model}'"
@@ -431,10 +428,17 @@ def read_external_csv(
     d, latency) rows so the caller can check them against the nominal formula.
     """
     path = _require_file(path, "external results file")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        rows = list(reader)
+    table = _read_csv_rows(path, "external results file")
+    columns = list(table[0]) if table else []
+    if len(set(columns)) != len(columns):
+        raise InputError(f"The external results file {path} repeats a column name.")
+    body = [(i + 2, r) for i, r in enumerate(table[1:]) if r]
+    short = next(((line, r) for line, r in body if len(r) != len(columns)), None)
+    if short is not None:
+        raise InputError(
+            f"Line {short[0]} of {path} has {len(short[1])} fields, expected {len(columns)}."
+        )
+    rows = [dict(zip(columns, r, strict=True)) for _, r in body]
     has_r = "router_ratio" in columns
     d_col = "disc_ratio" if "disc_ratio" in columns else None
     if d_col is None and not has_r and "threshold" in columns:
@@ -442,9 +446,9 @@ def read_external_csv(
     needed = ["light_model", "heavy_model", *metrics]
     missing = [c for c in needed if c not in columns] + ([] if d_col else ["disc_ratio"])
     if missing:
-        raise HadisError(f"The external results file {path} lacks column(s) {', '.join(missing)}.")
+        raise InputError(f"The external results file {path} lacks column(s) {', '.join(missing)}.")
     if not rows:
-        raise HadisError(f"The external results file {path} has no rows.")
+        raise InputError(f"The external results file {path} has no rows.")
 
     def model(value: str, line: int) -> str:
         v = value.strip()
@@ -452,7 +456,7 @@ def read_external_csv(
             return model_names[int(v)]
         if v in model_names:
             return v
-        raise HadisError(
+        raise InputError(
             f"Line {line} of {path} names model '{v}', which is neither an index below "
             f"{len(model_names)} nor one of the imported models."
         )
@@ -461,9 +465,9 @@ def read_external_csv(
         try:
             x = float(row[col])
         except (TypeError, ValueError):
-            raise HadisError(f"Line {line} of {path} has a non-numeric '{col}'.") from None
+            raise InputError(f"Line {line} of {path} has a non-numeric '{col}'.") from None
         if not math.isfinite(x):
-            raise HadisError(f"Line {line} of {path} has a NaN or infinite '{col}'.")
+            raise InputError(f"Line {line} of {path} has a NaN or infinite '{col}'.")
         return x
 
     configs: list[ExternalConfig] = []
@@ -473,14 +477,14 @@ def read_external_csv(
         line = i + 2
         light, heavy = model(row["light_model"], line), model(row["heavy_model"], line)
         if light == heavy:
-            raise HadisError(f"Line {line} of {path} pairs model '{light}' with itself.")
+            raise InputError(f"Line {line} of {path} pairs model '{light}' with itself.")
         r = number(row, "router_ratio", line) if has_r else 0.0
         d = number(row, d_col, line)  # type: ignore[arg-type]
         if not (0 <= r <= 1 and 0 <= d <= 1):
-            raise HadisError(f"Line {line} of {path} has a ratio outside [0, 1].")
+            raise InputError(f"Line {line} of {path} has a ratio outside [0, 1].")
         key = (light, heavy, round(r, 9), round(d, 9))
         if key in seen:
-            raise HadisError(f"Line {line} of {path} repeats configuration {key}.")
+            raise InputError(f"Line {line} of {path} repeats configuration {key}.")
         seen.add(key)
         values = {metric: number(row, col, line) for col, metric in metrics.items()}
         configs.append(ExternalConfig(light, heavy, r, d, values))

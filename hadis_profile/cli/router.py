@@ -32,7 +32,7 @@ EncodingOption = Annotated[str, typer.Option("--encoding", help=_ENCODING_HELP)]
 
 
 def _write_csv(out: Path | None, header: list[str], rows) -> None:
-    """CSV to ``out`` (atomically) or stdout."""
+    """CSV to ``out`` (atomically) or stdout (data, byte-exact when piped)."""
     import csv
     import io
 
@@ -41,7 +41,12 @@ def _write_csv(out: Path | None, header: list[str], rows) -> None:
     w.writerow(header)
     w.writerows(rows)
     if out is None:
-        sys.stdout.write(buf.getvalue())
+        text = buf.getvalue()
+        if sys.stdout.isatty():  # a terminal, not a pipe: no escape sequence from a prompt
+            from hadis_profile.report.terminal import clean
+
+            text = clean(text)
+        sys.stdout.write(text)
     else:
         from hadis_profile.fileio import atomic_write_text
 
