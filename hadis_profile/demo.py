@@ -111,6 +111,10 @@ def run_demo(
         raise ParameterError(
             "n_prompts", f"{{param}} must be {allowed} for the {source} demo, not {n_prompts}."
         )
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise ParameterError(
+            "gpus", f"{{param}} must be a whole number of at least 1, not {gpus!r}."
+        )
     _fresh_run_dir(run_dir)  # only after every argument is known to be good
     out.mkdir(parents=True, exist_ok=True)
     if console is not None:

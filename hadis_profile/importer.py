@@ -529,7 +529,7 @@ def _import(spec: ImportSpec, out: Path, *, fresh: bool, locked: bool) -> Import
         raise HadisError("Nothing to import: no models were given.")
     names = [m.name for m in spec.models]
     if len(set(names)) != len(names):
-        raise HadisError(f"Model names must be unique, got {', '.join(names)}.")
+        raise InputError(f"Model names must be unique, got {', '.join(names)}.")
     unknown = sorted(set(spec.latencies) - set(names))
     if unknown:
         raise InputError(
@@ -678,7 +678,7 @@ def hadis_reference_spec(
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise HadisError(f"The HADIS reference folder {data_dir} does not exist.")
+        raise InputError(f"The HADIS reference folder {data_dir} does not exist.")
     names = [m[0] for m in HADIS_MODELS]
     merged: dict[str, dict[int, float]] = {
         name: batch_latencies(secs, batch_latency) if batch_latency else {1: secs}

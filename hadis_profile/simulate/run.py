@@ -327,12 +327,16 @@ def simulate(
     """Simulate each policy on the same workload and cluster; deterministic."""
     config.check()
     if not policies:
-        raise HadisError("Name at least one policy to simulate.")
+        raise ParameterError("policies", "Name at least one policy to simulate ({param}).")
     for p in policies:
         if p not in ALL_POLICIES:
-            raise HadisError(f"Unknown policy '{p}': choose from {', '.join(ALL_POLICIES)}.")
+            raise ParameterError(
+                "policies",
+                f"Unknown policy '{p}' in {{param}}: choose from {', '.join(ALL_POLICIES)}.",
+            )
     if len(set(policies)) != len(policies):
-        raise HadisError("A policy is named twice.")
+        dup = next(p for p in policies if list(policies).count(p) > 1)
+        raise ParameterError("policies", f"{{param}} names '{dup}' twice.")
     if len(workload) == 0:
         raise HadisError("The workload has no queries.")
     ctx = build_context(
@@ -369,9 +373,10 @@ def simulate(
     if all(set(p) == {1} for p in ctx.lat):
         notes.append("The latency profile has batch size 1 only, so every batch is one query.")
     if any(p in _TWO_MODEL for p in policies) and config.gpus < 2:
-        raise HadisError(
+        raise ParameterError(
+            "gpus",
             f"The cascade policies ({', '.join(p for p in policies if p in _TWO_MODEL)}) "
-            f"need at least 2 GPUs, one per model, but only {config.gpus} was given."
+            f"need at least 2 GPUs, one per model, but {{param}} is {config.gpus}.",
         )
     duration = float(arrivals[-1]) if arrivals[-1] > 0 else 1.0
     mean_qps = len(arrivals) / duration
