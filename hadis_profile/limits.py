@@ -78,6 +78,9 @@ MAX_IMAGES_PER_PROMPT = 1000
 MAX_REPS = 100_000
 #: Most steps per axis of ``pareto``'s (r, d) grid: (steps + 1)^2 configurations per pair.
 MAX_GRID_STEPS = 1000
+#: Largest seed any command takes (``--seed``): seeds are 64-bit, and negative ones are
+#: refused (NumPy and PyTorch generators take 0 to 2^63 - 1 everywhere).
+MAX_SEED = 2**63 - 1
 #: Most random-routing seeds ``router fit`` averages (the default is 200).
 MAX_RANDOM_SEEDS = 100_000
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hadis_profile.cli.options import (
+    SEED,
     FitMethod,
     JsonOption,
     Numbers,
@@ -209,7 +210,9 @@ def router_fit_cmd(
     train_fraction: Annotated[
         float, typer.Option("--train-fraction", help="Share of prompts to fit on.")
     ] = 0.7,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and baselines.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the split and baselines.", **SEED)
+    ] = 0,
     random_seeds: Annotated[
         int, typer.Option("--random-seeds", help="Seeds averaged for random routing.")
     ] = 200,

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from hadis_profile.cli.options import (
+    SEED,
     LatencyStat,
     Policy,
     SpareGpus,
@@ -136,7 +137,7 @@ def simulate_cmd(
         ),
     ] = None,
     seed: Annotated[
-        int, typer.Option(help="Seed of the Poisson workload and of --dispatch random.")
+        int, typer.Option(help="Seed of the Poisson workload and of --dispatch random.", **SEED)
     ] = 0,
     out: Annotated[
         Path | None,
