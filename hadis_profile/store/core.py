@@ -46,6 +46,7 @@ from hadis_profile.errors import HadisError, InputError
 from hadis_profile.fileio import atomic_write_bytes, canonical_json
 from hadis_profile.store.lock import RunLock
 from hadis_profile.store.schema import MIGRATIONS, SCHEMA_VERSION, schema_version
+from hadis_profile.store.values import decode_json
 
 DB_NAME = "store.sqlite"
 RUN_JSON = "run.json"
@@ -364,6 +365,17 @@ class StoreCore:
         else:
             db.execute(f"RELEASE {name}")
 
+    @contextlib.contextmanager
+    def _decoding(self, what: str) -> Iterator[None]:
+        """Read ``what`` from the store: a value SQLite kept but numpy cannot use (text in
+        a number column: SQLite columns are not strictly typed) is one sentence."""
+        try:
+            yield
+        except (ValueError, TypeError) as e:
+            raise InputError(
+                f"The run store {self.root / DB_NAME} holds {what} that cannot be read ({e})."
+            ) from None
+
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
@@ -384,7 +396,7 @@ class StoreCore:
     @property
     def provenance(self) -> dict:
         """What the creator recorded (zoo hash, seeds, command line, source ...)."""
-        return json.loads(self._meta("provenance", "{}") or "{}")
+        return decode_json(self._meta("provenance", "{}") or "{}", "provenance")
 
     def update_provenance(self, values: dict) -> None:
         """Merge ``values`` into the run's provenance (e.g. on resume)."""

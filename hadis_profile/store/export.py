@@ -98,7 +98,7 @@ def _export_binary(store: RunStore, out: Path) -> list[Path]:
             "ORDER BY f.image_id",
             (ext,),
         ).fetchall()
-        vecs = np.stack([decode_vector(r[2], r[1]) for r in rows])
+        vecs = np.stack([decode_vector(r[2], r[1], what=f"feature vector '{ext}'") for r in rows])
         path = out / f"features__{_safe_name(ext)}.npz"
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         atomic_write_via(path, lambda p, i=ids, v=vecs: _savez(p, image_id=i, vectors=v))
