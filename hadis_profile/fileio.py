@@ -242,11 +242,22 @@ def _merge_into(tmp: Path, target: Path) -> None:
 # --------------------------------------------------------------------------- reading
 
 
-def read_bytes(path: str | os.PathLike, what: str) -> bytes:
-    """A whole input file; a missing or unreadable one is an :class:`InputError` naming ``what``."""
+def read_bytes(path: str | os.PathLike, what: str, limit: int | None = None) -> bytes:
+    """A whole input file; a missing or unreadable one is an :class:`InputError` naming ``what``.
+
+    With ``limit``, more than ``limit`` bytes is refused after reading ``limit + 1``:
+    a size check by ``stat`` alone would let ``/dev/zero`` or an endless pipe through.
+    """
     p = Path(path)
     try:
-        return p.read_bytes()
+        with open(p, "rb") as f:
+            data = f.read() if limit is None else f.read(limit + 1)
+        if limit is not None and len(data) > limit:
+            raise InputError(
+                f"{what[:1].upper()}{what[1:]} {p} is larger than the limit of "
+                f"{limit / (1 << 20):,.0f} MiB."
+            )
+        return data
     except FileNotFoundError:
         raise InputError(f"{what[:1].upper()}{what[1:]} {p} does not exist.") from None
     except IsADirectoryError:

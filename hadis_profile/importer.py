@@ -146,7 +146,7 @@ def read_prompts(path: Path, *, ascii_only: bool = False) -> list[str]:
     """One prompt per line; ``ascii_only`` drops undecodable bytes (the HADIS file's convention)."""
     path = _require_file(path, "prompts file")
     check_file_size(path, MAX_PROMPT_FILE_BYTES, "the prompts file")
-    raw = read_bytes(path, "prompts file")
+    raw = read_bytes(path, "prompts file", MAX_PROMPT_FILE_BYTES)
     try:
         text = raw.decode("ascii", errors="ignore") if ascii_only else raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -113,7 +113,7 @@ class PromptSet:
 
 
 def _decode(path: Path, encoding: str, errors: str) -> str:
-    data = read_bytes(path, "prompt file")
+    data = read_bytes(path, "prompt file", MAX_PROMPT_FILE_BYTES)
     if not data:
         raise InputError(f"Prompt file {path} is empty.")
     try:

@@ -152,7 +152,7 @@ def read_yaml_file(path: str | Path, what: str) -> Any:
     if p.exists() and not p.is_file():
         raise InputError(f"{what[:1].upper()}{what[1:]} {p} is not a file.")
     check_file_size(p, MAX_YAML_BYTES, what)
-    data = read_bytes(p, what)
+    data = read_bytes(p, what, MAX_YAML_BYTES)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

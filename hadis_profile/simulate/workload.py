@@ -145,7 +145,7 @@ def load_trace(
         at_most("limit", limit, MAX_QUERIES, "queries")
     check_file_size(p, MAX_TRACE_BYTES, "the trace file")
     try:
-        text = read_bytes(p, "the trace file").decode("utf-8")
+        text = read_bytes(p, "the trace file", MAX_TRACE_BYTES).decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(f"The trace file {p} is not UTF-8 text (byte {e.start}).") from None
     times: list[float] = []
