@@ -192,3 +192,15 @@ def test_import_refuses_to_replace_a_run_another_process_writes(tmp_path, holder
     assert proc.returncode == 1 and f"PID {p.pid}" in proc.stderr, proc.stderr
     assert (tmp_path / "run" / DB_NAME).read_bytes() == before
     assert sorted(x.name for x in tmp_path.iterdir()) == ["p.txt", "run"]  # no temp left
+
+
+def test_router_fit_writes_under_the_lock_and_its_dry_run_reads_beside_a_writer(tmp_path, holder):
+    from hadis_profile.synthetic import write_synthetic_run
+
+    run = tmp_path / "run"
+    write_synthetic_run(run, n_prompts=40).close()
+    p = holder(run)
+    proc = cli("router", "fit", "--run", str(run), cwd=tmp_path)
+    assert proc.returncode == 1 and f"PID {p.pid}" in proc.stderr, proc.stderr
+    proc = cli("router", "fit", "--run", str(run), "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr

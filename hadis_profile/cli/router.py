@@ -176,7 +176,7 @@ def _score_run(run: Path, router, *, fit: bool, out: Path | None, spec_out: Path
     from hadis_profile.router_run import score_run
     from hadis_profile.store import RunStore
 
-    with RunStore.open(run) as store:
+    with RunStore.open(run, write_lock="router score") as store:
         old = store.router_spec()
         _, scores = score_run(store, router, fit_normalisation=fit)
         prompts = store.prompts()
@@ -226,7 +226,8 @@ def router_fit_cmd(
     from hadis_profile.router_run import fit_run_router
     from hadis_profile.store import RunStore
 
-    with RunStore.open(run, readonly=dry_run) as store:
+    writer = {"readonly": True} if dry_run else {"write_lock": "router fit"}
+    with RunStore.open(run, **writer) as store:
         res = fit_run_router(
             store,
             light=light,
