@@ -45,17 +45,21 @@ DEMO_PROMPTS = (
 )
 #: How many prompts the tiny demo takes: at least two, at most the built-in list.
 TINY_PROMPTS = (2, len(DEMO_PROMPTS))
+#: How many prompts the synthetic demo takes (a bound, not a default: 200).
+SYNTHETIC_PROMPTS = (1, 100_000)
 
 
 def _fresh_run_dir(path: Path) -> None:
     from hadis_profile.store import DB_NAME
+    from hadis_profile.store.lock import write_lock
 
     if path.exists():
         if not (path / DB_NAME).exists():
             raise ParameterError(
                 "out", f"{path} exists and is not a run folder; choose another {{param}}."
             )
-        shutil.rmtree(path)
+        with write_lock(path, "demo"):  # refused while another process writes that run
+            shutil.rmtree(path)
 
 
 def pick_source(source: str) -> str:
@@ -107,19 +111,23 @@ def run_demo(
     out = Path(out)
     run_dir = out / "run"
     source = pick_source(source)
-    lo, hi = TINY_PROMPTS if source == "tiny" else (1, None)
+    lo, hi = TINY_PROMPTS if source == "tiny" else SYNTHETIC_PROMPTS
     if n_prompts is not None and (n_prompts < lo or (hi is not None and n_prompts > hi)):
         allowed = f"from {lo} to {hi}" if hi is not None else f"at least {lo}"
         raise ParameterError(
             "n_prompts", f"{{param}} must be {allowed} for the {source} demo, not {n_prompts}."
         )
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise ParameterError(
+            "gpus", f"{{param}} must be a whole number of at least 1, not {gpus!r}."
+        )
     _fresh_run_dir(run_dir)  # only after every argument is known to be good
     out.mkdir(parents=True, exist_ok=True)
     if console is not None:
-        from rich.markup import escape
+        from hadis_profile.termtext import esc
 
         console.print(
-            f"[bold]demo[/]: {source} measurements into {escape(str(run_dir))}", highlight=False
+            f"[bold]demo[/]: {source} measurements into {esc(str(run_dir))}", highlight=False
         )
     if source == "tiny":
         quality = _tiny_run(out, run_dir, n_prompts or 8, console)

@@ -206,7 +206,7 @@ def _short(value: Any) -> str:
 def load_table(path: str | os.PathLike) -> CascadeTable:
     """Read and verify a table file (the module doc's steps 1-6); any problem is one sentence."""
     p = Path(path)
-    data = read_bytes(p, "table file", max_bytes=MAX_TABLE_BYTES)
+    data = read_bytes(p, "table file", MAX_TABLE_BYTES)
     return CascadeTable(parse_json(data, str(p)), str(p))
 
 

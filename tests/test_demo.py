@@ -113,7 +113,8 @@ def test_demo_refuses_bad_arguments_before_touching_anything(tmp_path):
     res = cli("demo", "--out", str(tmp_path / "other"), "--source", "synthetic", "--prompts", "0")
     assert res.returncode == 2
     assert (
-        res.stderr.strip() == "error: --prompts must be at least 1 for the synthetic demo, not 0."
+        res.stderr.strip()
+        == "error: --prompts must be from 1 to 100000 for the synthetic demo, not 0."
     )
     assert not (tmp_path / "other").exists()
 

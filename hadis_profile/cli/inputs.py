@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hadis_profile.cli.options import ClipVocab, DecodeErrors, JsonOption, console, group
+from hadis_profile.cli.options import SEED, ClipVocab, DecodeErrors, JsonOption, console, group
 
 zoo_app = group("zoo", "Check and list the model zoo (model_zoo.yaml).")
 prompts_app = group("prompts", "Inspect prompt sets before profiling them.")
@@ -53,7 +53,7 @@ def zoo_tiny_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the pipelines and the zoo file.")
     ] = Path("outputs/tiny-zoo"),
-    seed: Annotated[int, typer.Option(help="Weight seed (same seed, same weights).")] = 0,
+    seed: Annotated[int, typer.Option(help="Weight seed (same seed, same weights).", **SEED)] = 0,
     clip_vocab: Annotated[
         ClipVocab,
         typer.Option(
@@ -92,7 +92,7 @@ def prompts_inspect_cmd(
         int | None,
         typer.Option("--sample", min=1, help="Then draw N at random (kept in file order)."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.", **SEED)] = 0,
     dedup: Annotated[
         bool, typer.Option("--dedup/--no-dedup", help="Drop repeated prompts.")
     ] = True,

@@ -11,6 +11,7 @@ from hadis_profile.cli.options import (
     FID_FEATURES,
     QUALITY_SCORER,
     RUN_DISCRIMINATOR,
+    SEED,
     BatchSizes,
     CacheDirOption,
     JsonOption,
@@ -54,7 +55,9 @@ def run_cmd(
     images_per_prompt: Annotated[
         int, typer.Option("--images-per-prompt", "-k", help="Images per prompt.")
     ] = 4,
-    seed: Annotated[int, typer.Option(help="Base seed of the per-(prompt, image) seeds.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Base seed of the per-(prompt, image) seeds.", **SEED)
+    ] = 0,
     batch_sizes: Annotated[
         BatchSizes,
         typer.Option(

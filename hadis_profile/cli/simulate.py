@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import typer
 
 from hadis_profile.cli.options import (
+    SEED,
     JsonOption,
     LatencyStat,
     Policy,
@@ -138,7 +139,7 @@ def simulate_cmd(
         ),
     ] = None,
     seed: Annotated[
-        int, typer.Option(help="Seed of the Poisson workload and of --dispatch random.")
+        int, typer.Option(help="Seed of the Poisson workload and of --dispatch random.", **SEED)
     ] = 0,
     out: Annotated[
         Path | None,
@@ -239,8 +240,10 @@ def simulate_cmd(
     from hadis_profile.store import RunStore
     from hadis_profile.table import load_table
 
-    if out is not None and out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder for the simulation's files.")
+    if out is not None:  # before the simulation: a bad --out fails in a second, not after
+        from hadis_profile.fileio import check_output_dir
+
+        check_output_dir(out)
     if scenario is not None:
         given = {
             "TABLE": (table, None), "--run": (run, None), "--gpus": (gpus, None),
@@ -296,7 +299,7 @@ def simulate_cmd(
     )
     config.check()
     tab = load_table(table)
-    with RunStore.open(run) as store:
+    with RunStore.open(run, readonly=True) as store:
         meas = measurements_for(store)
     if trace is not None:
         workload = load_trace(trace, limit=limit, strict_order=strict_order)

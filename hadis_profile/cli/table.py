@@ -60,10 +60,14 @@ def pareto_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Compile a run into a Pareto cascade table (written atomically; nothing on failure)."""
+    from hadis_profile.fileio import check_output_file
     from hadis_profile.pareto import compile_run
     from hadis_profile.report.terminal import render_compiled
     from hadis_profile.table import check_document, write_table
 
+    for path in (out, plot):  # a bad path fails now, not after the sweep
+        if path is not None:
+            check_output_file(path)
     doc = compile_run(
         run,
         quality=quality,
@@ -116,6 +120,10 @@ def show_cmd(
     from hadis_profile.table import load_table
 
     t = load_table(table)
+    if plot is not None:
+        from hadis_profile.fileio import check_output_file
+
+        check_output_file(plot)
     if as_json:
         from hadis_profile.report.documents import table_document
         from hadis_profile.report.terminal import write_json
