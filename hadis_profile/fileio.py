@@ -242,6 +242,14 @@ def _merge_into(tmp: Path, target: Path) -> None:
 # --------------------------------------------------------------------------- reading
 
 
+def size_text(n: int) -> str:
+    """A byte count as people read it: ``1,000 bytes``, ``32 MiB``, ``1.5 GiB``."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if n >= scale:
+            return f"{n / scale:,.4g} {unit}"
+    return f"{n:,} bytes"
+
+
 def read_bytes(path: str | os.PathLike, what: str, limit: int | None = None) -> bytes:
     """A whole input file; a missing or unreadable one is an :class:`InputError` naming ``what``.
 
@@ -254,8 +262,7 @@ def read_bytes(path: str | os.PathLike, what: str, limit: int | None = None) -> 
             data = f.read() if limit is None else f.read(limit + 1)
         if limit is not None and len(data) > limit:
             raise InputError(
-                f"{what[:1].upper()}{what[1:]} {p} is larger than the limit of "
-                f"{limit / (1 << 20):,.0f} MiB."
+                f"{what[:1].upper()}{what[1:]} {p} is larger than the limit of {size_text(limit)}."
             )
         return data
     except FileNotFoundError:
