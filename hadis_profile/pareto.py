@@ -492,6 +492,18 @@ def choose_confidence_scorer(
     )
 
 
+def _latency_labels(store: Any) -> list[str]:
+    """The hardware labels a run holds latency points under, sorted."""
+    labels = []
+    for h in store.hardware():
+        try:
+            if any(store.latency(name, h["label"]) for name in store.models()):
+                labels.append(h["label"])
+        except HadisError:  # no latency at all under this label
+            continue
+    return sorted(labels)
+
+
 def compile_run(
     run_dir: str | os.PathLike,
     *,
@@ -502,8 +514,12 @@ def compile_run(
     exact: bool = False,
     nominal: bool = False,
     confidence: str | None = None,
+    hardware: str | None = None,
 ) -> dict:
     """Compile the run in ``run_dir`` into a ``table.json`` document (not yet written).
+
+    ``hardware`` is the label whose latencies the table describes, needed when
+    the run measured several GPU types (one table per type).
 
     ``confidence`` picks the scorer whose confidences the discriminator
     thresholds are calibrated on (see :func:`choose_confidence_scorer`); the
@@ -523,7 +539,20 @@ def compile_run(
             )
         except ParameterError as e:  # the caller passed it as ``confidence``
             raise ParameterError("confidence", e.template) from None
-        meas = store.load_measurements(confidence_scorer=scorer)
+        labels = _latency_labels(store)
+        if hardware is None and len(labels) > 1:
+            raise ParameterError(
+                "hardware",
+                f"The run has latencies on several kinds of device ({', '.join(labels)}); "
+                "choose one with {param}.",
+            )
+        if hardware is not None and hardware not in labels:
+            raise ParameterError(
+                "hardware",
+                f"{{param}} '{hardware}' is not a label the run has latencies under "
+                f"({', '.join(labels) or 'none'}).",
+            )
+        meas = store.load_measurements(hardware=hardware, confidence_scorer=scorer)
     if scorer is not None:
         meas.provenance["discriminator"] = discriminator_for_table(meas.provenance, scorer)
     return compile_table(

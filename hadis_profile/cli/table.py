@@ -56,6 +56,14 @@ def pareto_cmd(
             "one, else the discriminator scored last).",
         ),
     ] = None,
+    hardware: Annotated[
+        str | None,
+        typer.Option(
+            "--hardware",
+            help="Hardware label whose latencies the table describes, for a run measured on "
+            "several GPU types (one table per type; default: the run's only label).",
+        ),
+    ] = None,
 ) -> None:
     """Compile a run into a Pareto cascade table (written atomically; nothing on failure)."""
     from hadis_profile.pareto import compile_run
@@ -71,6 +79,7 @@ def pareto_cmd(
         exact=exact,
         nominal=nominal,
         confidence=confidence,
+        hardware=hardware,
     )
     check_document(doc, str(out))
     if plot is not None:
