@@ -12,6 +12,7 @@ import os
 import sqlite3
 import time
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -27,6 +28,7 @@ from hadis_profile.errors import ParameterError  # noqa: E402
 from hadis_profile.measure import devices as D  # noqa: E402
 from hadis_profile.progress import ProgressBoard  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
+from hadis_profile.store.values import decode_vector  # noqa: E402
 
 MODELS = ["tiny-sd1-light", "tiny-sd1-heavy"]
 PROMPTS = ["a red apple on a white table", "three yellow rubber ducks", "a lighthouse at night"]
@@ -147,6 +149,7 @@ def _cli(out, prompts_file, *extra):
     # --gen-batch 2: the images' batch does not hang on which batch timed fastest
     args += ["--reps", "2", "--warmup", "0", "--gen-batch", "2", "--no-router", "--save-images"]
     args += ["--scorer", f"clip_score:{tz.clip_path}", "--discriminator", "hadis_ray_probe:probe"]
+    args += ["--fid", f"clip:{tz.clip_path}"]  # feature vectors travel back too
     return CliRunner().invoke(app, [*args, *extra])
 
 
@@ -203,6 +206,13 @@ def units_of(run, label: str | None = None) -> dict:
                     "FROM images i JOIN confidences c ON c.image_id = i.id"
                 )
             },
+            "features": {
+                r[:4]: decode_vector(r[5], r[4])
+                for r in q(
+                    "SELECT i.model, i.prompt_id, i.seed_index, f.extractor, f.dtype, f.vector "
+                    "FROM images i JOIN features f ON f.image_id = i.id"
+                )
+            },
         }
     finally:
         db.close()
@@ -214,6 +224,13 @@ def assert_same_units(a, b, label: str | None = None):
     assert ua["prompts"] == ub["prompts"]
     assert ua["latency"] == ub["latency"] and ua["latency"]
     assert ua["images"] == ub["images"]  # seeds and PNG bytes
+    assert (
+        ua["features"].keys()
+        == ub["features"].keys()
+        == {(*k[:3], f"clip:{tiny_zoo().clip_path}") for k in ua["images"]}
+    )
+    for key, vector in ua["features"].items():
+        np.testing.assert_allclose(vector, ub["features"][key], atol=1e-6)
     assert ua["values"].keys() == ub["values"].keys()
     for key, v in ua["values"].items():
         assert v == pytest.approx(ub["values"][key], abs=1e-6), key
@@ -234,13 +251,23 @@ def _free(cluster, resource: str, n: int) -> bool:
     return False
 
 
-def test_a_ray_run_fills_the_store_an_in_process_run_fills(
-    cluster, tmp_path, prompts_file, reference
+def test_a_ray_run_equals_the_in_process_run_even_when_a_worker_dies(
+    cluster, plugins, tmp_path, prompts_file, reference
 ):
-    out = tmp_path / "run"
-    res = _ray_cli(out, prompts_file)
+    """One run checks both (a Ray run costs seconds of worker start-up): the store equals the
+    in-process one although a worker process died mid-run, and nothing of it was lost."""
+    (plugins / "armed").touch()
+    try:
+        out = tmp_path / "run"
+        res = _ray_cli(out, prompts_file)
+    finally:
+        (plugins / "armed").unlink()
+    assert (plugins / "fired").exists()  # a worker process really died, on its 2nd prompt
+    (plugins / "fired").unlink()
     assert res.exit_code == 0, res.output
     assert "Starting 2 Ray workers." in res.output
+    assert "was lost (its process or node died" in res.output
+    assert "its unfinished units go back in the queue" in res.output
     assert "Measured 10 units now, 0 were already done" in res.output
     # a log (not a terminal) gets plain progress lines, per model and per node
     assert "done: 10/10 units (100%)" in res.output and "node " in res.output
@@ -251,22 +278,6 @@ def test_a_ray_run_fills_the_store_an_in_process_run_fills(
         devices = store.provenance["environment"]["devices"]
         assert [d["ray_resource"] for d in devices] == ["fake_gpu", "fake_gpu"]
     assert _free(cluster, "fake_gpu", 2)  # the workers are gone, their "GPUs" free
-
-
-def test_a_worker_killed_mid_run_loses_nothing(cluster, plugins, tmp_path, prompts_file, reference):
-    (plugins / "armed").touch()
-    try:
-        out = tmp_path / "run"
-        res = _ray_cli(out, prompts_file)
-    finally:
-        (plugins / "armed").unlink()
-    assert (plugins / "fired").exists()  # a worker process really died
-    (plugins / "fired").unlink()
-    assert res.exit_code == 0, res.output
-    assert "was lost" in res.output and "go back in the queue" in res.output
-    assert "Measured 10 units now" in res.output
-    assert_same_units(reference, out)
-    assert _free(cluster, "fake_gpu", 2)
 
 
 def test_an_interrupted_driver_frees_the_workers_and_a_rerun_completes(
