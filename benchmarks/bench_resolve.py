@@ -6,13 +6,15 @@ The instance is a synthetic 1,000-row table (6 models, all 15 light/heavy pairs
 plus the 6 single-model rows, batch sizes 1..32, the two largest models OOM at
 32) of the shape ``pareto`` writes. Calls draw qps log-uniformly in [0.5, 100]
 and the SLO uniformly in [2, 60] s. The MILP is the staged lexicographic HiGHS
-formulation from ``tests/resolve_oracles.py`` (quality, then GPUs, then latency,
+formulation from ``tests/resolve_oracles.py`` on the problem as
+:mod:`hadis_profile.resolve_reference` parses it (quality, then GPUs, then latency,
 then row), solved with ``scipy.optimize.milp`` on the same table and request.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import random
@@ -32,8 +34,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 import resolve_oracles as oracle  # noqa: E402
 from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
-from hadis_profile.resolve import resolve  # noqa: E402
-from hadis_profile.table import CascadeTable, make_document  # noqa: E402
+from hadis_profile.resolve import Resolver, resolve  # noqa: E402
+from hadis_profile.resolve_reference import parse  # noqa: E402
+from hadis_profile.table import CascadeTable, load_table, make_document, write_table  # noqa: E402
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 METRIC = "fid:inception-v3-compat"
@@ -177,13 +180,15 @@ def import_time(runs: int = 7) -> tuple[float, float, float]:
     )
 
 
-def time_calls(table, reqs, repeat: int = 1) -> np.ndarray:
+def time_calls(table, reqs, repeat: int = 1, call=None) -> np.ndarray:
+    """Microseconds per call of ``resolve(table, **req)`` (or ``call(**req)``)."""
+    call = call or functools.partial(resolve, table)
     out = np.empty(len(reqs) * repeat)
     i = 0
     for _ in range(repeat):
         for req in reqs:
             t0 = time.perf_counter_ns()
-            resolve(table, **req)
+            call(**req)
             out[i] = (time.perf_counter_ns() - t0) / 1e3
             i += 1
     return out
@@ -212,11 +217,24 @@ def main() -> None:
 
     table = synthetic_table(args.seed)
     t0 = time.perf_counter()
-    resolve(table, qps=1, slo_s=60, gpus=8)  # first call compiles and caches the arrays
+    resolve(table, qps=1, slo_s=60, gpus=8)  # first call compiles a Resolver (cached by sha256)
     print(
         f"table: {len(table.rows)} rows, 6 models, batch sizes {BATCHES}; "
         f"first call (compile + resolve): {(time.perf_counter() - t0) * 1e3:.1f} ms"
     )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "table.json"
+        write_table(path, table.document)
+        loads = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            load_table(path)
+            loads.append(time.perf_counter() - t0)
+        print(
+            f"load_table ({path.stat().st_size / 1e6:.2f} MB, every check of the strict loader), "
+            f"median of 5: {statistics.median(loads) * 1e3:.1f} ms"
+        )
 
     rng = random.Random(args.seed)
     print(
@@ -244,6 +262,22 @@ def main() -> None:
         (m1, p1, f1), (m2, p2, f2) = cols
         print(f"{gpus:>5} {m1:>19.1f} {p1:>7.1f} {f1:>9.0%}   {m2:>18.1f} {p2:>7.1f} {f2:>9.0%}")
 
+    resolver = Resolver(table)
+    reqs = [
+        dict(
+            qps=float(np.exp(rng.uniform(np.log(0.5), np.log(100)))),
+            slo_s=rng.uniform(2, 60),
+            gpus=16,
+        )
+        for _ in range(args.calls)
+    ]
+    wrapped = np.median(time_calls(table, reqs))
+    direct = np.median(time_calls(table, reqs, call=resolver.resolve))
+    print(
+        f"\n16 GPUs, random SLO: resolve(table, ...) median {wrapped:.1f} us; "
+        f"Resolver(table).resolve(...) median {direct:.1f} us (no per-call cache lookup)"
+    )
+
     qualities = sorted(r["quality"][METRIC] for r in table.rows)
     cases = [
         ("qps=20 slo=30", dict(qps=20.0, slo_s=30.0)),
@@ -264,7 +298,7 @@ def main() -> None:
             req = dict(base, gpus=gpus)
             us = time_calls(table, [req], repeat=500)
             plan = resolve(table, **req)
-            prob = oracle.parse(table.document, **req, headroom=1.05)
+            prob = parse(table.document, **req, headroom=1.05)
             t0 = time.perf_counter()
             oracle.milp_solve(prob, stages=1)
             stage1 = time.perf_counter() - t0

@@ -10,8 +10,12 @@ Two sources, so that the demo works everywhere:
 * synthetic: :mod:`hadis_profile.synthetic`'s measurement set; no torch needed.
 
 Each call starts a fresh demo run under ``out/run`` (only a folder that holds a
-run store is ever replaced), writes ``out/table.json`` and ``out/pareto.png``,
-and resolves a serving plan for a load the table can serve.
+run store is ever replaced), writes ``out/table.json``, ``out/pareto.png`` and
+the HTML report ``out/report/index.html``, and resolves a serving plan for a
+load the table can serve. The tiny run computes the router's features (spaCy,
+brought by the ``measure`` extra) and saves its images, so the table holds
+cascades that use the router and the discriminator together (r > 0 and d > 0)
+and the report shows a contact sheet.
 """
 
 from __future__ import annotations
@@ -88,12 +92,14 @@ def run_demo(
     gpus: int = 4,
     console: Any = None,
 ) -> tuple[Path, Any, dict[str, float]]:
-    """Build a demo run, compile it, plot it, resolve it: (table path, Plan, request).
+    """Build a demo run, compile it, plot it, report it, resolve it: (table path, Plan,
+    request); the report is ``out/report/index.html``.
 
     The table is compiled exactly as ``hadis-profile pareto`` compiles a run
     (:func:`hadis_profile.pareto.compile_run`).
     """
     from hadis_profile.pareto import compile_run
+    from hadis_profile.report.html import write_report
     from hadis_profile.report.plots import plot_pareto
     from hadis_profile.resolve import load_table, resolve
     from hadis_profile.table import write_table
@@ -127,6 +133,7 @@ def run_demo(
     write_table(table_path, doc)
     table = load_table(table_path)
     plot_pareto(table, out / "pareto.png")
+    write_report(run_dir, out / "report", table=table, gpus=gpus)
     request = demo_request(table, gpus)
     plan = resolve(table, **request)
     return table_path, plan, request
@@ -153,6 +160,7 @@ def _tiny_run(out: Path, run_dir: Path, n_prompts: int, console: Any) -> str:
         reps=5,
         device="cpu",
         discriminator="clip",
+        save_images=True,  # 32x32 PNGs: the report's contact sheet
         threads=1,
     )
     report = run_profile(opts, console=console)

@@ -81,12 +81,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def read_bytes(path: str | os.PathLike, what: str) -> bytes:
-    """A whole input file; a missing or unreadable one is one sentence naming ``what``."""
+def read_bytes(path: str | os.PathLike, what: str, *, max_bytes: int | None = None) -> bytes:
+    """A whole input file; a missing, unreadable or (past ``max_bytes``) oversized one is
+    one sentence naming ``what``. The bound is enforced while reading, so a device file
+    or a file that grows cannot make the read unbounded."""
     p = Path(path)
     try:
-        return p.read_bytes()
+        if max_bytes is None:
+            return p.read_bytes()
+        with open(p, "rb") as f:
+            data = f.read(max_bytes + 1)
     except FileNotFoundError:
         raise HadisError(f"{what[:1].upper()}{what[1:]} {p} does not exist.") from None
     except OSError as e:
         raise HadisError(f"Cannot read {what} {p}: {e.strerror}.") from None
+    if len(data) > max_bytes:
+        raise HadisError(
+            f"{what[:1].upper()}{what[1:]} {p} is larger than {max_bytes:,} bytes, "
+            f"the most a {what} may be."
+        )
+    return data

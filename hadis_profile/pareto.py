@@ -345,6 +345,13 @@ def compile_table(
 
     _check_sweep_options(pairs, grid)
     meas.check()
+    random = meas.provenance.get("random_weights") or []
+    if random:
+        raise HadisError(
+            f"{', '.join(repr(m) for m in random)} {'was' if len(random) == 1 else 'were'} "
+            "profiled with random weights: that latency is the architecture's and there is "
+            "no real quality to rank by; profile with the checkpoints to compile a table."
+        )
     order = meas.ordered_models()
     rank = {name: i for i, name in enumerate(order)}
     metric = metric_ids.resolve_metric(quality_metric, _available_metrics(meas))
@@ -504,6 +511,27 @@ def _latency_labels(store: Any) -> list[str]:
     return sorted(labels)
 
 
+def measurements_for(
+    store: Any, *, hardware: str | None = None, confidence: str | None = None
+) -> Measurements:
+    """A run's measurements as the compiler uses them: calibrated on the confidence scorer
+    :func:`choose_confidence_scorer` picks, whose spec (as the run recorded it) goes into
+    the provenance, so that serving uses the same scorer."""
+    from hadis_profile.discriminator import discriminator_for_table
+
+    latest = (store.provenance.get("discriminator") or {}).get("scorer_id")
+    try:
+        scorer = choose_confidence_scorer(
+            store.confidence_scorers(), latest=latest, requested=confidence
+        )
+    except ParameterError as e:  # the caller passed it as ``confidence``
+        raise ParameterError("confidence", e.template) from None
+    meas = store.load_measurements(hardware=hardware, confidence_scorer=scorer)
+    if scorer is not None:
+        meas.provenance["discriminator"] = discriminator_for_table(meas.provenance, scorer)
+    return meas
+
+
 def compile_run(
     run_dir: str | os.PathLike,
     *,
@@ -527,18 +555,10 @@ def compile_run(
     that serving uses the same one. ``quality`` is the metric id (or scorer
     name) to rank by; the rest is passed to :func:`compile_table`.
     """
-    from hadis_profile.discriminator import discriminator_for_table
     from hadis_profile.store import RunStore
 
     _check_sweep_options(pairs, grid)  # before opening the run: fail fast, touch nothing
     with RunStore.open(run_dir) as store:
-        latest = (store.provenance.get("discriminator") or {}).get("scorer_id")
-        try:
-            scorer = choose_confidence_scorer(
-                store.confidence_scorers(), latest=latest, requested=confidence
-            )
-        except ParameterError as e:  # the caller passed it as ``confidence``
-            raise ParameterError("confidence", e.template) from None
         labels = _latency_labels(store)
         if hardware is None and len(labels) > 1:
             raise ParameterError(
@@ -552,9 +572,7 @@ def compile_run(
                 f"{{param}} '{hardware}' is not a label the run has latencies under "
                 f"({', '.join(labels) or 'none'}).",
             )
-        meas = store.load_measurements(hardware=hardware, confidence_scorer=scorer)
-    if scorer is not None:
-        meas.provenance["discriminator"] = discriminator_for_table(meas.provenance, scorer)
+        meas = measurements_for(store, hardware=hardware, confidence=confidence)
     return compile_table(
         meas,
         quality_metric=quality,

@@ -9,17 +9,15 @@ into the run's store in one transaction, where ``pareto`` picks it up.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hadis_profile import metrics as metric_ids
 from hadis_profile.errors import HadisError, ParameterError
+from hadis_profile.pareto import measurements_for
 from hadis_profile.router import (
-    DEFAULT_FRACTIONS,
-    DEFAULT_RANDOM_SEEDS,
-    DEFAULT_TRAIN_FRACTION,
     DEFAULT_WEIGHTS,
     FEATURES,
     CalibrationResult,
@@ -28,8 +26,11 @@ from hadis_profile.router import (
     normalisation_stats,
     zscores,
 )
+from hadis_profile.router.calibration import CalibrationOptions
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from hadis_profile.measurements import Measurements
     from hadis_profile.store import RunStore
 
@@ -109,13 +110,8 @@ def fit_run_router(
     light: str | None = None,
     heavy: str | None = None,
     metric: str | None = None,
-    method: str = "ridge",
-    alpha: float = 1.0,
-    train_fraction: float = DEFAULT_TRAIN_FRACTION,
-    seed: int = 0,
-    fractions: Iterable[float] = DEFAULT_FRACTIONS,
-    random_seeds: int = DEFAULT_RANDOM_SEEDS,
     write: bool = True,
+    **options: Unpack[CalibrationOptions],
 ) -> CalibrationResult:
     """Fit a run's router weights on (light, heavy) per-prompt quality; store them unless told not.
 
@@ -134,7 +130,7 @@ def fit_run_router(
             "router first."
         )
     X, names, _, spec = stored
-    meas = store.load_measurements()
+    meas = measurements_for(store)
     lo, hi = _pick_pair(list(meas.models), light, heavy)
     chosen = _pick_metric(meas, lo, hi, metric)
     hib = metric_ids.higher_is_better(chosen)
@@ -152,13 +148,8 @@ def fit_run_router(
         meas.models[hi].quality[chosen],
         features=names,
         higher_is_better=hib,
-        method=method,
-        alpha=alpha,
-        train_fraction=train_fraction,
-        seed=seed,
-        fractions=fractions,
-        random_seeds=random_seeds,
         default_weights=DEFAULT_WEIGHTS if list(names) == list(FEATURES) else None,
+        **options,
     )
     res.metric = chosen
     res.pair = (lo, hi)

@@ -63,13 +63,16 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import numpy as np
 
 from hadis_profile.errors import HadisError
 from hadis_profile.fid import MixtureFID
 from hadis_profile.measurements import Measurements
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Missing = Literal["error", "nan"]
 FID_PREFIX = "fid:"
@@ -186,32 +189,25 @@ def candidate_pairs(meas: Measurements, pairs: str = "all") -> list[tuple[str, s
     return [(a, b) for a, b in cands if lat[a] < lat[b]]
 
 
+class SweepOptions(TypedDict, total=False):
+    """The keyword options :func:`sweep_pair` passes on to :func:`iter_sweep`."""
+
+    grid: int
+    exact: bool
+    nominal: bool
+    metrics: list[str] | None
+    missing: Missing
+
+
 def sweep_pair(
-    meas: Measurements,
-    light: str,
-    heavy: str,
-    *,
-    grid: int = 10,
-    exact: bool = False,
-    nominal: bool = False,
-    metrics: list[str] | None = None,
-    missing: Missing = "error",
+    meas: Measurements, light: str, heavy: str, **options: Unpack[SweepOptions]
 ) -> SweepResult:
-    """Every configuration of one pair, in one :class:`SweepResult` (see module doc)."""
-    parts = list(
-        _pair_chunks(
-            meas,
-            light,
-            heavy,
-            grid=grid,
-            exact=exact,
-            nominal=nominal,
-            metrics=metrics,
-            missing=missing,
-            chunk_rows=None,
-        )
-    )
-    return SweepResult.concat(parts)
+    """Every configuration of one pair in one :class:`SweepResult`.
+
+    The one-chunk form of :func:`iter_sweep` (same options: ``grid``, ``exact``,
+    ``nominal``, ``metrics``, ``missing``; see the module doc).
+    """
+    return SweepResult.concat(list(iter_sweep(meas, [(light, heavy)], chunk_rows=None, **options)))
 
 
 def iter_sweep(
@@ -223,18 +219,19 @@ def iter_sweep(
     nominal: bool = False,
     metrics: list[str] | None = None,
     missing: Missing = "error",
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
 ) -> Iterator[SweepResult]:
     """Sweep several pairs lazily, yielding chunks of one pair each.
 
     pairs: "all" / "adjacent" (see :func:`candidate_pairs`) or explicit pairs.
     Each chunk holds whole router cuts and at most ``max(chunk_rows, number of
     confidence cuts)`` configurations, so an exact sweep of 5,000 prompts (25M
-    configurations) can be Pareto-reduced chunk by chunk in bounded memory.
+    configurations) can be Pareto-reduced chunk by chunk in bounded memory;
+    ``chunk_rows=None`` yields each pair whole.
     """
     if isinstance(pairs, str):
         pairs = candidate_pairs(meas, pairs)
-    if chunk_rows < 1:
+    if chunk_rows is not None and chunk_rows < 1:
         raise HadisError(f"chunk_rows must be at least 1, got {chunk_rows}.")
     for light, heavy in pairs:
         yield from _pair_chunks(

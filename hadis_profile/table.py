@@ -1,18 +1,37 @@
-"""The versioned cascade-table artifact (``table.json``): hash, atomic write, load.
+"""The versioned cascade-table artifact (``table.json``): hash, atomic write, the one loader.
 
 The table is what crosses from the offline phase into production, so it is
 self-describing (format + schema version), tamper-evident (sha256 over a
-canonical serialisation of the payload) and loaded with one clear sentence on
-any problem. This module stays numpy/stdlib-only because ``resolve`` imports it;
-``jsonschema`` is imported only by :func:`validate_document`.
+canonical serialisation of the payload) and loaded by one strict loader:
+:func:`load_table`, :func:`validate_file`, :func:`validate_document` and the
+resolver all accept exactly the same documents. The hash detects accidents,
+not attackers (anyone can recompute it), so every field is checked after the
+hash matches too. Each refusal is one :class:`~hadis_profile.errors.HadisError`
+sentence naming the JSON path. In order:
+
+1. reading (a file): at most :data:`MAX_TABLE_BYTES`; UTF-8; bounded nesting,
+   bounded numbers, no NaN, no repeated key (:mod:`hadis_profile.strict_json`);
+2. JSON values only (a document built in memory gets the same limits);
+3. the header: format, schema version (a newer major version asks for an
+   upgrade), the payload's top-level fields;
+4. the sha256 of the payload;
+5. the JSON Schema ``schema/table.schema.json``, checked by hand-written stdlib
+   code (:func:`hadis_profile.table_schema.check_structure`);
+6. the cross-field rules and size limits (:func:`hadis_profile.table_schema.check_rules`).
+
+A :class:`CascadeTable` is verified when it is made, so holding one means
+holding a valid table. This module stays numpy/stdlib-only because ``resolve``
+imports it; ``jsonschema`` is imported only by :func:`validate_document` and
+:func:`validate_file`, which run it as a second opinion on step 5.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,43 +39,44 @@ from typing import Any
 
 from hadis_profile import __version__
 from hadis_profile.errors import HadisError
-from hadis_profile.fileio import atomic_write_text, read_bytes
-from hadis_profile.fileio import canonical_json as _canonical_json
+from hadis_profile.fileio import atomic_write_text, canonical_json, read_bytes, sha256_text
+from hadis_profile.strict_json import check_json_value, json_path, parse_json
+from hadis_profile.table_schema import FORMAT, check_rules, check_structure
 
-FORMAT = "hadis-profile/cascade-table"
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).parent / "schema" / "table.schema.json"
 
+MAX_TABLE_BYTES = 32 * 2**20
+"""Largest ``table.json`` read (32 MiB; a table of 1,000 rows is about 0.5 MB). Parsed JSON
+takes up to ~25x its size in memory, so this also bounds the loader's memory."""
+
 REQUIRED_TOP = ("format", "schema_version", "tool_version", "created_at", "sha256", "payload")
 REQUIRED_PAYLOAD = ("provenance", "models", "router", "rows")
-REQUIRED_ROW = (
-    "light",
-    "heavy",
-    "kind",
-    "r",
-    "d",
-    "router_threshold",
-    "confidence_threshold",
-    "fractions",
-    "quality",
-    "gpu_s_per_query",
-    "latency_s",
-)
-REQUIRED_FRACTIONS = ("direct", "escalated", "light", "load_light", "load_heavy")
 
-
-def canonical_json(payload: Any) -> str:
-    """The one serialisation the hash is taken over (sorted keys, no NaN, compact)."""
-    try:
-        return _canonical_json(payload)
-    except ValueError as e:
-        raise HadisError(f"The table payload contains a NaN or infinity ({e}).") from None
-    except TypeError as e:
-        raise HadisError(f"The table payload holds a value JSON cannot represent ({e}).") from None
+__all__ = [
+    "FORMAT",
+    "MAX_TABLE_BYTES",
+    "SCHEMA_PATH",
+    "SCHEMA_VERSION",
+    "CascadeTable",
+    "check_document",
+    "jsonable",
+    "load_table",
+    "make_document",
+    "payload_hash",
+    "validate_document",
+    "validate_file",
+    "write_table",
+]
 
 
 def payload_hash(payload: Any) -> str:
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+    """sha256 of the payload's canonical JSON (:func:`hadis_profile.fileio.canonical_json`)."""
+    try:
+        return sha256_text(canonical_json(payload))
+    except (TypeError, ValueError) as e:
+        check_json_value(payload, "The table payload")  # names the value and where it is
+        raise HadisError(f"The table payload cannot be serialised ({e}).") from None
 
 
 def make_document(payload: dict, *, created_at: str | None = None) -> dict:
@@ -73,12 +93,19 @@ def make_document(payload: dict, *, created_at: str | None = None) -> dict:
     }
 
 
-@dataclass
+@dataclass(frozen=True)
 class CascadeTable:
-    """A loaded, verified table. ``payload`` is the plain JSON payload."""
+    """A verified table (checked by :func:`check_document` when made). ``payload`` is plain JSON.
+
+    Made by :func:`load_table`, :meth:`from_document` or ``CascadeTable(document)``;
+    an invalid document raises :class:`~hadis_profile.errors.HadisError` instead.
+    """
 
     document: dict
     source: str = "<memory>"
+
+    def __post_init__(self) -> None:
+        check_document(self.document, self.source)
 
     @property
     def payload(self) -> dict:
@@ -110,33 +137,50 @@ class CascadeTable:
 
     @classmethod
     def from_document(cls, document: Any, source: str = "<memory>") -> CascadeTable:
-        check_document(document, source)
         return cls(document, source)
 
+    def to_frame(self) -> Any:
+        """The rows as a pandas DataFrame, cheapest first (pandas imported here only).
 
-def _major(version: str) -> int:
-    try:
-        return int(str(version).split(".", 1)[0])
-    except ValueError:
-        msg = f"The schema_version '{version}' is not of the form MAJOR.MINOR."
-        raise HadisError(msg) from None
+        One column per row field; ``fractions`` flattened to ``fraction_direct``,
+        ``fraction_escalated``, ``fraction_light``, ``fraction_load_light`` and
+        ``fraction_load_heavy``; one column per quality metric, named by its id.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise HadisError(
+                "CascadeTable.to_frame needs pandas; install it with "
+                "pip install 'hadis-profile[frames]'."
+            ) from None
+        metrics = list(dict.fromkeys(m for r in self.rows for m in r["quality"]))
+        records = []
+        for r in self.rows:
+            rec = {k: v for k, v in r.items() if k not in ("fractions", "quality")}
+            rec.update({f"fraction_{k}": v for k, v in r["fractions"].items()})
+            rec.update({m: r["quality"].get(m) for m in metrics})
+            records.append(rec)
+        return pd.DataFrame.from_records(records)
 
 
 def check_document(doc: Any, source: str = "<memory>") -> None:
-    """Structural checks and the hash; each failure is one sentence naming the problem."""
+    """The one table check (steps 2-6 of the module doc); one sentence naming the problem."""
+    check_json_value(doc, source)
     if not isinstance(doc, dict):
         raise HadisError(f"{source} is not a cascade table (expected a JSON object).")
     if doc.get("format") != FORMAT:
         raise HadisError(
-            f"{source} is not a cascade table: its format is {doc.get('format')!r}, "
+            f"{source} is not a cascade table: its format is {_short(doc.get('format'))}, "
             f"expected {FORMAT!r}."
         )
     for key in REQUIRED_TOP:
         if key not in doc:
             raise HadisError(f"{source} is missing the field '{key}'.")
-    if _major(doc["schema_version"]) > _major(SCHEMA_VERSION):
+    version = doc["schema_version"]
+    major = re.match(r"([0-9]{1,9})\.", version) if isinstance(version, str) else None
+    if major is not None and int(major[1]) > int(SCHEMA_VERSION.split(".")[0]):
         raise HadisError(
-            f"{source} has schema version {doc['schema_version']}, newer than this "
+            f"{source} has schema version {_short(version)}, newer than this "
             f"hadis-profile ({__version__}) understands ({SCHEMA_VERSION}); upgrade hadis-profile."
         )
     payload = doc["payload"]
@@ -150,40 +194,20 @@ def check_document(doc: Any, source: str = "<memory>") -> None:
             f"{source} fails its integrity check: the sha256 of its payload does not match; "
             "the file was modified after it was written."
         )
-    if "quality_metric" not in payload["provenance"]:
-        raise HadisError(f"{source} is missing the field 'payload.provenance.quality_metric'.")
-    for i, row in enumerate(payload["rows"]):
-        for key in REQUIRED_ROW:
-            if key not in row:
-                raise HadisError(f"{source}: row {i} is missing the field '{key}'.")
-        for key in REQUIRED_FRACTIONS:
-            if key not in row["fractions"]:
-                raise HadisError(f"{source}: row {i} is missing the field 'fractions.{key}'.")
-        for name in (row["light"], row["heavy"]):
-            if name is not None and name not in payload["models"]:
-                raise HadisError(f"{source}: row {i} names model '{name}', which has no profile.")
+    check_structure(doc, source)
+    check_rules(doc, source)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def load_table(path: str | os.PathLike) -> CascadeTable:
-    """Read and verify a table file; any problem is one HadisError sentence."""
+    """Read and verify a table file (the module doc's steps 1-6); any problem is one sentence."""
     p = Path(path)
-    text = read_bytes(p, "table file").decode("utf-8", errors="replace")
-    return CascadeTable.from_document(parse_json(text, str(p)), str(p))
-
-
-def _refuse_constant(name: str) -> Any:
-    raise HadisError(f"contains {name}, which a cascade table never holds (use null)")
-
-
-def parse_json(text: str, source: str = "<memory>") -> Any:
-    """Strict JSON: NaN and Infinity are refused, not silently read as floats."""
-    try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as e:
-        msg = f"{source} is not valid JSON (line {e.lineno}, column {e.colno})."
-        raise HadisError(msg) from None
-    except HadisError as e:
-        raise HadisError(f"{source} {e}.") from None
+    data = read_bytes(p, "table file", max_bytes=MAX_TABLE_BYTES)
+    return CascadeTable(parse_json(data, str(p)), str(p))
 
 
 def write_table(path: str | os.PathLike, document: dict) -> None:
@@ -216,76 +240,50 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def _schema() -> dict:
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    """The jsonschema validator of the shipped schema (built once; jsonschema imported here)."""
+    import jsonschema  # lazy: heavy, and not needed to load a table
+
     try:
-        return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+        schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     except OSError:
         msg = f"The table schema {SCHEMA_PATH} is missing; reinstall hadis-profile."
         raise HadisError(msg) from None
+    return jsonschema.Draft202012Validator(schema)
 
 
-def _json_path(parts: Any) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "the top level"
+def _check_with_jsonschema(doc: dict, source: str) -> None:
+    """Step 5 again, by ``jsonschema`` (draft 2020-12) on the shipped schema file.
 
+    :func:`check_document` already refused whatever this refuses (a test holds the
+    two to the same verdicts); running both is what `hadis-profile validate` and CI
+    add over loading.
+    """
+    from jsonschema.exceptions import best_match
 
-def _semantic_checks(doc: dict, source: str) -> None:
-    """What JSON Schema cannot say: cross-field rules the resolver relies on."""
-    payload = doc["payload"]
-    metric = payload["provenance"]["quality_metric"]
-    models = payload["models"]
-    if metric not in payload["provenance"].get("metrics", {metric: None}):
+    error = best_match(_validator().iter_errors(doc))
+    if error is not None:
+        message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+        message = " ".join(message.split())
         raise HadisError(
-            f"{source}: the quality metric '{metric}' is not among provenance.metrics."
+            f"{source} does not match the table schema at "
+            f"{json_path(tuple(error.absolute_path))}: {message}."
         )
-    singles: dict[str, int] = {}
-    previous = -math.inf
-    for i, row in enumerate(payload["rows"]):
-        if metric not in row["quality"]:
-            raise HadisError(f"{source}: row {i} has no value for the quality metric '{metric}'.")
-        if row["kind"] == "cascade" and row["quality"][metric] is None:
-            raise HadisError(f"{source}: cascade row {i} has a null '{metric}'.")
-        if row["gpu_s_per_query"] < previous:
-            raise HadisError(f"{source}: rows are not sorted by gpu_s_per_query (row {i}).")
-        previous = row["gpu_s_per_query"]
-        if row["kind"] == "single":
-            singles[row["light"]] = singles.get(row["light"], 0) + 1
-        elif models[row["light"]]["order"] >= models[row["heavy"]]["order"]:
-            raise HadisError(
-                f"{source}: row {i} cascades '{row['light']}' into '{row['heavy']}', "
-                "which is not more expensive."
-            )
-    for name in models:
-        if singles.get(name, 0) != 1:
-            raise HadisError(
-                f"{source} has {singles.get(name, 0)} single-model rows for '{name}', expected 1."
-            )
 
 
 def validate_document(doc: Any, source: str = "<memory>") -> None:
-    """Full validation for `hadis-profile validate` and CI: structure + hash, JSON Schema
-    (draft 2020-12, shipped in the package) and cross-field rules. One sentence on failure.
+    """Full validation for `hadis-profile validate` and CI: the loader's checks, then
+    ``jsonschema`` on the shipped schema as a second opinion. One sentence on failure.
 
-    jsonschema is imported here only, so ``load_table`` (the serving path) stays light.
+    Accepts and refuses exactly what :func:`load_table` / :class:`CascadeTable` do.
     """
-    check_document(doc, source)
-    import jsonschema  # lazy: heavy, and not needed to load a table
-
-    validator = jsonschema.Draft202012Validator(_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
-    if error is not None:
-        message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
-        raise HadisError(
-            f"{source} does not match the table schema at {_json_path(error.absolute_path)}: "
-            f"{message}."
-        )
-    _semantic_checks(doc, source)
+    CascadeTable(doc, source)
+    _check_with_jsonschema(doc, source)
 
 
 def validate_file(path: str | os.PathLike) -> CascadeTable:
-    """Load ``path`` and run :func:`validate_document` on it."""
+    """:func:`load_table`, then the ``jsonschema`` second opinion of :func:`validate_document`."""
     table = load_table(path)
-    validate_document(table.document, table.source)
+    _check_with_jsonschema(table.document, table.source)
     return table

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Run on a lent GPU machine (the workplace `device` tool), from the repo root:
+# The one command that validates `run` on a GPU (the workplace `device` tool), in under
+# 10 minutes, from the repo root:
 #   1. here, once:   bash scripts/fetch_wheels.sh      (fills .whl/, git-ignored)
 #   2. device run:   command "bash scripts/gpu_check.sh", carry [".whl"], timeout_s 600
 # That machine has torch but not diffusers/transformers; the wheels travel in .whl/.
-# Budget: building the tiny zoo + profiling it takes about 2-4 minutes on an H100.
+# It prints one JSON summary (also $OUT/gpu_check.json) and PASSED or FAILED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -d .whl ]; then
@@ -12,5 +13,5 @@ if [ -d .whl ]; then
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
-python3 scripts/gpu_check.py --out "${OUT:-/tmp/gpu_check}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
+python3 scripts/gpu_check.py --out "${OUT:-/tmp/gpu_check}" "$@"

@@ -198,7 +198,7 @@ def test_every_command_names_flags_in_library_errors():
 
     found = dict(leaves(typer.main.get_command(app)))
     assert {" ".join(p) for p in found} == {
-        *("run", "export", "pareto", "validate", "show", "resolve", "simulate", "demo"),
+        *("run", "export", "pareto", "validate", "show", "resolve", "simulate", "report", "demo"),
         *("import hadis-reference", "import files", "prompts inspect"),
         *("router features", "router score", "router fit", "discriminator train"),
         *("discriminator score", "zoo validate", "zoo list", "zoo tiny"),

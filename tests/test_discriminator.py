@@ -32,6 +32,8 @@ from hadis_profile.measure import discriminator as MD  # noqa: E402
 from hadis_profile.measure import discriminator_run as DR  # noqa: E402
 from hadis_profile.measure import encoder as E  # noqa: E402
 from hadis_profile.measure import profiler as P  # noqa: E402
+from hadis_profile.measure.pipelines import content_hash  # noqa: E402
+from hadis_profile.pareto import choose_confidence_scorer, measurements_for  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 
 MODELS = ["tiny-sd1-light", "tiny-sd1-heavy"]
@@ -189,21 +191,29 @@ def test_choosing_the_confidence_scorer(tmp_path):
     store = write_synthetic_run(tmp_path / "syn", n_prompts=6)
     try:
         (first,) = store.confidence_scorers()
-        assert store.default_confidence_scorer() == first
+
+        def choose(requested=None):
+            latest = (store.provenance.get("discriminator") or {}).get("scorer_id")
+            return choose_confidence_scorer(
+                store.confidence_scorers(), latest=latest, requested=requested
+            )
+
+        assert choose() == first
         light = next(iter(store.models()))
         k = store.image_ids(light).shape[1]
         store.put_confidences_bulk(light, np.full((6, k), 0.5), scorer="confidence:hadis-head:a")
         store.put_confidences_bulk(light, np.full((6, k), 0.4), scorer="confidence:hadis-head:b")
         with pytest.raises(HadisError, match="several scorers"):
-            store.default_confidence_scorer()
+            choose()
+        with pytest.raises(HadisError, match="several scorers"):  # the store never guesses
+            store.load_measurements()
         with pytest.raises(HadisError, match="matches several of"):
-            store.default_confidence_scorer("confidence:hadis-head")
-        assert store.default_confidence_scorer("confidence:hadis-head:b") == (
-            "confidence:hadis-head:b"
-        )
+            choose("confidence:hadis-head")
+        assert choose("confidence:hadis-head:b") == "confidence:hadis-head:b"
         spec = {"kind": "learned", "scorer_id": "confidence:hadis-head:a"}
         DR.record_discriminator(store, spec)
-        assert store.default_confidence_scorer() == "confidence:hadis-head:a"
+        assert choose() == "confidence:hadis-head:a"
+        assert measurements_for(store).provenance["discriminator"] == spec
         prov = store.provenance
         assert D.discriminator_for_table(prov, "confidence:hadis-head:a") == spec
         assert D.discriminator_for_table(prov, first) == {"scorer_id": first}
@@ -325,7 +335,10 @@ def test_score_cli_writes_one_confidence_per_image_and_pareto_records_it(
         ).fetchone()
         assert rows[0] == rows[1] == 24 and 0 <= rows[2] <= rows[3] <= 1
         assert store.provenance["discriminator"]["scorer_id"] == trained.scorer_id
-        assert store.default_confidence_scorer() == trained.scorer_id  # latest of two
+        latest = store.provenance["discriminator"]["scorer_id"]
+        assert choose_confidence_scorer(store.confidence_scorers(), latest=latest) == (
+            trained.scorer_id
+        )  # the latest of two
         meas = store.load_measurements(confidence_scorer=trained.scorer_id)
         assert meas.models["tiny-sd1-light"].confidence.shape == (len(PROMPTS),)
     code, out, _ = cli(
@@ -351,7 +364,7 @@ def test_score_cli_writes_one_confidence_per_image_and_pareto_records_it(
     assert disc["metrics"]["val_auc"] == trained.metadata["metrics"]["val_auc"]
 
     # the profiler's CLIP confidence is still selectable, and the table says so
-    clip_id = f"clip_confidence:{world['tz'].clip_path}"
+    clip_id = f"clip_confidence:clip@{content_hash(world['tz'].clip_path)[:12]}"
     code, _, err = cli(
         capsys, "pareto", "--run", run, "-o", tmp_path / "c.json", "--confidence", "clip_conf"
     )
@@ -382,7 +395,8 @@ def test_proxy_and_plugin_kinds(world, tmp_path, capsys, monkeypatch):
         "tiny-sd1-light",
     )
     assert code == 0, err
-    assert f"Scored 12 images under pick_confidence:{tz.pickscore_path}" in out
+    pick = f"pickscore@{content_hash(tz.pickscore_path)[:12]}"  # portable: name + content hash
+    assert f"Scored 12 images under pick_confidence:{pick}" in out
     (tmp_path / "my_disc_plugin.py").write_text(
         "def brightness(images, prompts):\n"
         "    return [float(im.float().mean()) / 255 for im in images]\n"

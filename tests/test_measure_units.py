@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import types
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -281,3 +282,64 @@ def test_cli_import_stays_light():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- adaptive repetitions
+
+
+def test_median_interval_has_the_binomial_coverage_it_claims():
+    """The order-statistic interval against scipy's binomial distribution, for n = 1..60."""
+    from scipy.stats import binom
+
+    for n in range(1, 61):
+        xs = list(range(n))  # the values are their own ranks
+        ci = SA.median_ci(xs)
+        # the largest k with coverage P(k <= B <= n - k) >= 95%, B ~ Binomial(n, 1/2)
+        ks = [k for k in range(1, n // 2 + 1) if 1 - 2 * binom.cdf(k - 1, n, 0.5) >= 0.95]
+        if not ks:
+            assert ci is None, n
+            continue
+        k = max(ks)
+        assert ci == (k - 1, n - k), n  # 0-based order statistics x_(k), x_(n-k+1)
+    assert SA.median_ci([5.0] * 5) is None and SA.median_ci([5.0] * 6) == (5.0, 5.0)
+    assert SA.median_ci_rel([1.0, 1.01, 0.99, 1.0, 1.02, 0.98]) == pytest.approx(0.02)
+
+
+class FakeTimer:
+    """Stands in for latency.Timer: returns scripted durations (and calls the function)."""
+
+    script: ClassVar[list[float]] = []
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.i = 0
+
+    def __call__(self, fn):
+        fn()
+        t = FakeTimer.script[self.i % len(FakeTimer.script)]
+        self.i += 1
+        return t
+
+
+def test_a_stable_point_stops_at_the_minimum_and_a_noisy_one_runs_to_the_maximum(monkeypatch):
+    monkeypatch.setattr(L, "Timer", FakeTimer)
+    FakeTimer.script = [1.0, 1.0, 1.001, 0.999, 1.0, 1.0005] * 10
+    p = L.measure_point(lambda b: None, 1, warmup=0, reps=30, min_reps=6, tolerance=0.02)
+    assert p.stats.reps == 6 and p.converged and not p.budget_cut and p.ci_rel <= 0.02
+    FakeTimer.script = [1.0, 1.5, 0.7, 1.2, 0.9, 1.4, 0.8, 1.1]
+    p = L.measure_point(lambda b: None, 1, warmup=0, reps=30, min_reps=6, tolerance=0.02)
+    assert p.stats.reps == 30 and p.converged is False and not p.budget_cut
+    assert p.ci_rel == pytest.approx(SA.median_ci_rel(p.samples_s))
+    # without a tolerance: exactly `reps` calls, as before
+    p = L.measure_point(lambda b: None, 1, warmup=0, reps=7, min_reps=6, tolerance=None)
+    assert p.stats.reps == 7 and p.converged is None
+
+
+def test_a_time_budget_cuts_a_point_short_and_says_so(monkeypatch):
+    monkeypatch.setattr(L, "Timer", FakeTimer)
+    FakeTimer.script = [10.0, 15.0, 7.0, 12.0, 9.0, 14.0]  # noisy and slow
+    p = L.measure_point(
+        lambda b: None, 1, warmup=0, reps=30, min_reps=3, tolerance=0.02, time_budget_s=30.0
+    )
+    assert p.stats.reps == 3 and p.budget_cut and not p.converged  # 10 + 15 + 7 >= 30 s
+    p = L.measure_point(lambda b: None, 1, warmup=0, reps=3, min_reps=3, time_budget_s=1e9)
+    assert p.stats.reps == 3 and not p.budget_cut  # reps, not the budget, ended it

@@ -427,7 +427,7 @@ def test_choose_confidence_scorer(available, latest, requested, expected):
 @pytest.fixture
 def two_scorer_run(tmp_path):
     """A synthetic run with two more confidence scorers, the first recorded as learned."""
-    from hadis_profile.discriminator import record_discriminator
+    from hadis_profile.measure.discriminator_run import record_discriminator
     from hadis_profile.synthetic import write_synthetic_run
 
     store = write_synthetic_run(tmp_path / "run", n_prompts=30)
@@ -474,3 +474,23 @@ def test_compile_run_names_its_own_parameters(two_scorer_run, tmp_path):
     with pytest.raises(ParameterError) as e:  # refused before the run is even opened
         compile_run(tmp_path / "no-such-run", grid=0)
     assert e.value.param == "grid"
+
+
+def test_a_run_profiled_with_random_weights_is_refused(tmp_path):
+    """run --no-weights measures architecture only: its models never reach a table."""
+    from hadis_profile.synthetic import write_synthetic_run
+
+    store = write_synthetic_run(tmp_path / "run", n_prompts=10)
+    try:
+        name, info = next(iter(store.models().items()))
+        store.upsert_model(
+            name, spec_hash=info["spec_hash"], spec={**info["spec"], "weights": "random"}
+        )
+        meas = store.load_measurements()
+    finally:
+        store.close()
+    assert meas.provenance["random_weights"] == [name]
+    with pytest.raises(HadisError, match=rf"'{name}' was profiled with random weights"):
+        compile_table(meas)
+    meas.provenance["random_weights"] = []
+    assert compile_table(meas)["payload"]["rows"]  # the same data with real weights compiles

@@ -1,4 +1,4 @@
-"""resolve(): exactness against a brute-force and a HiGHS MILP oracle, edge cases, API."""
+"""Resolver and resolve(): exact against the reference enumeration and a HiGHS MILP; edges; API."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import resolve_oracles as oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hadis_profile.errors import HadisError
-from hadis_profile.resolve import Plan, load_table, resolve
+from hadis_profile import resolve_engine
+from hadis_profile import resolve_reference as reference
+from hadis_profile.errors import EXIT_INFEASIBLE, HadisError, ParameterError
+from hadis_profile.resolve import Plan, Resolver, load_table, resolve
 from hadis_profile.table import CascadeTable, make_document, write_table
 
 FID = "fid:inception-v3-compat"
@@ -63,7 +65,7 @@ def make_row(light, heavy, r, d, quality, metric=FID) -> dict:
         "router_threshold": 1.0 if heavy and r > 0 else None,
         "confidence_threshold": 0.5 if heavy else None,
         "fractions": fr,
-        "quality": {} if quality is None else {metric: quality},
+        "quality": {metric: quality},
         "gpu_s_per_query": 1.0,
         "latency_s": 1.0,
         "on_front": True,
@@ -152,15 +154,18 @@ def random_table(rng: random.Random, n_models=None, n_cascade=None) -> CascadeTa
     qualities = [20.0, 21.5, 23.0, 24.5, 26.0, 27.5]
 
     def quality():
-        return None if rng.random() < 0.05 else rng.choice(qualities)
+        return rng.choice(qualities)
 
-    rows = [make_row(m, None, 0, 0, quality(), metric) for m in names]
+    # a single row may lack a quality value (it then ranks last); cascade rows never do
+    rows = [
+        make_row(m, None, 0, 0, None if rng.random() < 0.05 else quality(), metric) for m in names
+    ]
     if n_models >= 2 and rng.random() < 0.25:
         rows = []  # cascades only: the fallback must split GPUs between two models
     if n_models >= 2:
         at_least = 0 if rows else 1
         for _ in range(n_cascade if n_cascade is not None else rng.randint(at_least, 8)):
-            light, heavy = rng.sample(names, 2)
+            light, heavy = sorted(rng.sample(names, 2))  # light is the cheaper (lower order)
             r = rng.choice([0.0, 1.0, rng.random(), rng.random()])
             d = rng.choice([0.0, 1.0, rng.random(), rng.random()])
             rows.append(make_row(light, heavy, r, d, quality(), metric))
@@ -211,65 +216,57 @@ def plan_key(plan: Plan) -> dict:
     )
 
 
-def check_against_brute_force(table: CascadeTable, req: dict) -> None:
-    plan = resolve(table, **req)
-    prob = oracle.parse(table.document, **req)
-    truth = oracle.brute_force(prob)
-    assert plan.feasible == (truth is not None), (req, plan.reason)
+def check_against_reference(table: CascadeTable, req: dict, resolver: Resolver | None = None):
+    """Resolver, resolve() and the reference enumeration agree on ``req``."""
+    plan = (resolver or Resolver(table)).resolve(**req)
+    assert resolve(table, **req) == plan
+    truth = reference.reference(table.document, **req)
+    assert plan.feasible == truth.feasible, (req, plan.reason)
     if req.get("overhead_s") is not None:
         want = {"router": None, "discriminator": None, "override": req["overhead_s"]}
         assert plan.overhead_s == want
     else:
         assert plan.overhead_s["override"] is None
-    if truth is None:
+    if not truth.feasible:
         assert plan.reason
-        relax_slo = not oracle.meets_slo_somewhere(prob)
-        need = oracle.min_gpus(prob)
-        if need is not None:
-            assert f"needs at least {need} GPUs" in plan.reason
-        q_max = oracle.brute_max_sustainable(prob, None if relax_slo else prob.slo)
+        if truth.min_gpus is not None:
+            assert f"needs at least {truth.min_gpus} GPUs" in plan.reason
         if plan.fallback is None:
-            assert q_max == 0
+            assert truth.fallback_qps == 0 and truth.fallback is None
         else:
-            assert plan.fallback.qps == pytest.approx(q_max, rel=1e-9)
-            assert plan.fallback.total_gpus <= prob.budget
-            assert plan.fallback.relaxed == (("qps", "slo_s") if relax_slo else ("qps",))
+            fb = plan.fallback
+            assert fb.qps == pytest.approx(truth.fallback_qps, rel=1e-9)
+            assert fb.total_gpus <= req["gpus"] - req.get("reserved_gpus", 0)
+            assert fb.relaxed == truth.relaxed
             # the fallback is the best plan at its own load (same objective)
-            fb_req = dict(req, qps=plan.fallback.qps)
-            if relax_slo:
-                fb_req["slo_s"] = 1e300
-            truth_fb = oracle.brute_force(oracle.parse(table.document, **fb_req))
-            assert truth_fb is not None
-            assert (plan.fallback.row, plan.fallback.total_gpus) == (
-                truth_fb["row"],
-                truth_fb["gpus"],
-            )
-        return
+            assert truth.fallback is not None
+            assert (fb.row, fb.total_gpus) == (truth.fallback.row, truth.fallback.gpus)
+        return plan
     got = plan_key(plan)
-    assert got["latency"] == pytest.approx(truth.pop("latency"), rel=1e-12, abs=1e-12)
-    got.pop("latency")
+    choice = truth.choice
+    assert got.pop("latency") == pytest.approx(choice.latency, rel=1e-12, abs=1e-12)
     assert plan.quality_metric == table.quality_metric
-    qkey = truth.pop("qkey")
-    assert got == truth, req
+    want = {k: getattr(choice, k) for k in got}
+    assert got == want, req
     q = plan.quality
-    if qkey[0] == 1:
+    if choice.qkey[0] == 1:
         assert q is None
     else:
-        assert abs(q) == abs(qkey[1])
+        assert abs(q) == abs(choice.qkey[1])
+    return plan
 
 
 # ---------------------------------------------------------------- oracle checks
 
 
-def test_matches_brute_force_on_random_instances():
+def test_matches_reference_on_random_instances():
     rng = random.Random(1234)
     feasible = infeasible = 0
     for _ in range(300):
         table = random_table(rng)
+        resolver = Resolver(table)
         for _ in range(4):
-            req = random_request(rng, table)
-            check_against_brute_force(table, req)
-            ok = resolve(table, **req).feasible
+            ok = check_against_reference(table, random_request(rng, table), resolver).feasible
             feasible += ok
             infeasible += not ok
     assert feasible > 300 and infeasible > 150  # both branches exercised
@@ -277,20 +274,41 @@ def test_matches_brute_force_on_random_instances():
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), calls=st.integers(1, 3))
-def test_matches_brute_force_hypothesis(seed: int, calls: int):
+def test_matches_reference_hypothesis(seed: int, calls: int):
     rng = random.Random(seed)
     table = random_table(rng)
     for _ in range(calls):
-        check_against_brute_force(table, random_request(rng, table))
+        check_against_reference(table, random_request(rng, table))
 
 
-def test_large_table_blocks_match_brute_force():
+def test_large_table_blocks_match_reference():
     """More rows than the first scan block, so the two-block search and levels are exercised."""
     rng = random.Random(99)
     for _ in range(6):
         table = random_table(rng, n_models=4, n_cascade=150)
+        resolver = Resolver(table)
         for _ in range(8):
-            check_against_brute_force(table, random_request(rng, table))
+            check_against_reference(table, random_request(rng, table), resolver)
+
+
+def test_exact_step_in_chunks_and_tiny_cache_match_reference(monkeypatch):
+    """Quality levels resolved a few rows at a time, and caches that keep nothing."""
+    monkeypatch.setattr(resolve_engine, "EXACT_CHUNK_CELLS", 20)  # 1 to 5 rows at a time
+    monkeypatch.setattr("hadis_profile.resolve.CACHE_BYTES", 1)
+    rng = random.Random(5)
+    for _ in range(40):
+        table = random_table(rng, n_models=3, n_cascade=rng.randint(1, 30))
+        resolver = Resolver(table)
+        for _ in range(4):
+            check_against_reference(table, random_request(rng, table), resolver)
+        assert all(not c.items for c in (resolver._calls, resolver._stages, resolver._derived))
+
+
+def test_reference_states_the_resolver_tolerances():
+    from hadis_profile import resolve as resolve_mod
+
+    for name in ("FRACTION_EPS", "LATENCY_TOL_S", "GPU_REL_TOL"):
+        assert getattr(reference, name) == getattr(resolve_mod, name)
 
 
 def test_matches_highs_milp():
@@ -300,7 +318,7 @@ def test_matches_highs_milp():
     while compared < 300:
         table = random_table(rng, n_models=rng.randint(2, 3), n_cascade=rng.randint(1, 5))
         req = random_request(rng, table)
-        prob = oracle.parse(table.document, **req)
+        prob = reference.parse(table.document, **req)
         truth = oracle.milp_solve(prob)
         plan = resolve(table, **req)
         compared += 1
@@ -374,7 +392,7 @@ def test_not_enough_gpus_reason_names_minimum_and_fallback_keeps_slo():
     plan = resolve(table, qps=50, slo_s=100, gpus=4)
     assert not plan.feasible
     assert "needs at least" in plan.reason and "only 4 are available" in plan.reason
-    need = oracle.min_gpus(oracle.parse(table.document, qps=50, slo_s=100, gpus=4))
+    need = reference.min_gpus(reference.parse(table.document, qps=50, slo_s=100, gpus=4))
     assert f"at least {need} GPUs" in plan.reason
     fb = plan.fallback
     assert fb.relaxed == ("qps",) and fb.slo_s == 100 and fb.total_gpus <= 4
@@ -471,19 +489,26 @@ def test_single_rows_ignore_overheads():
 
 
 @pytest.mark.parametrize(
-    "kw, match",
+    "kw, path, found",
     [
-        (dict(router_s=-0.1), "router overhead_s_per_query is -0.1, expected a number >= 0"),
-        (dict(router_s="fast"), "router overhead_s_per_query is 'fast', expected a number"),
-        (dict(disc_s=-1.0), "discriminator overhead is -1, expected a number >= 0"),
-        (dict(disc_s=True), "scorer_overhead_s_per_image of 'conf:test' is True, expected a num"),
+        (dict(router_s=-0.1), "payload.router.overhead_s_per_query", "-0.1"),
+        (
+            dict(router_s=-0.1, router_in_provenance=True),
+            "provenance.router.overhead_s_per_query",
+            "-0.1",
+        ),
+        (dict(router_s="fast"), "payload.router.overhead_s_per_query", '"fast"'),
+        (dict(disc_s=-1.0), 'scorer_overhead_s_per_image["conf:test"]', "-1.0"),
+        (dict(disc_s=True), 'scorer_overhead_s_per_image["conf:test"]', "true"),
     ],
 )
-def test_bad_table_overheads(kw, match):
-    table = make_table({"a": {"latency": {1: 1.0}}}, [make_row("a", None, 0, 0, 10.0)], **kw)
-    with pytest.raises(HadisError, match=match) as e:
-        resolve(table, qps=1, slo_s=10, gpus=4)
-    assert str(e.value).endswith(".") and "\n" not in str(e.value)
+def test_bad_table_overheads(kw, path, found):
+    """The loader refuses them (before any resolve), naming the field."""
+    with pytest.raises(HadisError) as e:
+        make_table({"a": {"latency": {1: 1.0}}}, [make_row("a", None, 0, 0, 10.0)], **kw)
+    msg = str(e.value)
+    assert path in msg and f"found {found}, expected a number >= 0 and <= 1e+06 or null" in msg
+    assert msg.endswith(".") and "\n" not in msg
 
 
 def test_reserved_gpus_honoured():
@@ -501,10 +526,8 @@ def test_batch_sizes_restriction_honoured():
     plan = resolve(table, qps=2, slo_s=100, gpus=64, batch_sizes=[1, 2])
     assert all(a.batch_size in (1, 2) for a in plan.allocations if a.gpus)
     assert plan.allocations[0].batch_size == 2  # best throughput among {1, 2}
-    with pytest.raises(HadisError, match="Batch size 3 is not profiled"):
+    with pytest.raises(ParameterError, match="batch size 3, which is not profiled"):
         resolve(table, qps=2, slo_s=100, gpus=64, batch_sizes=[1, 3])
-    with pytest.raises(HadisError, match="Batch size 8 is not profiled"):
-        resolve(table, qps=2, slo_s=100, gpus=64, batch_sizes=[8])  # OOM everywhere
 
 
 def test_oom_and_infeasible_points_never_chosen():
@@ -527,18 +550,31 @@ def test_oom_and_infeasible_points_never_chosen():
         (dict(qps=0), "qps must be positive"),
         (dict(qps=-1), "qps must be positive"),
         (dict(qps=float("nan")), "qps must be a finite number"),
+        (dict(qps=10**400), "qps must be a finite number, not an integer of about 401 digits"),
+        (dict(qps=2e9), "qps must be at most 1e[+]09"),
         (dict(slo_s=0), "slo_s must be positive"),
         (dict(slo_s=float("inf")), "slo_s must be a finite"),
+        (dict(slo_s=1e7), "slo_s must be at most 1e[+]06"),
         (dict(gpus=0), "gpus must be at least 1"),
         (dict(gpus=2.5), "gpus must be a whole number"),
+        (dict(gpus=float("nan")), "gpus must be a whole number"),
+        (dict(gpus=10**50), "gpus must be at most 1,000,000"),
+        (dict(gpus="4"), "gpus must be a whole number, not '4'"),
         (dict(reserved_gpus=4), "reserved_gpus .4. must be smaller than gpus .4."),
         (dict(reserved_gpus=-1), "reserved_gpus must be at least 0"),
         (dict(headroom=0.9), "headroom must be at least 1"),
         (dict(headroom=float("nan")), "headroom must be a finite"),
+        (dict(headroom=1e308), "headroom must be at most 100, not 1e[+]308"),
         (dict(queue_delay_s=-0.1), "queue_delay_s must be at least 0"),
+        (dict(queue_delay_s=[1]), "queue_delay_s must be a number, not .1."),
         (dict(batch_sizes=[]), "batch_sizes is empty"),
-        (dict(batch_sizes=[0]), "Every batch size must be at least 1"),
+        (dict(batch_sizes=[0]), "batch_sizes holds 0; every batch size must be a whole number"),
+        (dict(batch_sizes=[1, None]), "batch_sizes holds None, which is not a whole number"),
+        (dict(batch_sizes=[2**40]), "every batch size must be a whole number from 1 to 1,048,576"),
         (dict(batch_sizes="1,2"), "batch_sizes must be a list"),
+        (dict(batch_sizes=range(10**9)), "batch_sizes lists more than 256 entries"),
+        (dict(batch_sizes=[1, 3]), "batch_sizes names batch size 3, which is not profiled"),
+        (dict(batch_sizes=[8]), "batch_sizes names batch size 8, which is not profiled"),  # OOM
         (dict(qps=True), "qps must be a number"),
         (dict(overhead_s=-0.5), "overhead_s must be at least 0"),
         (dict(overhead_s=float("nan")), "overhead_s must be a finite number"),
@@ -549,9 +585,22 @@ def test_oom_and_infeasible_points_never_chosen():
 )
 def test_bad_inputs(kw, match):
     req = dict(qps=1.0, slo_s=10.0, gpus=4) | kw
-    with pytest.raises(HadisError, match=match) as e:
+    with pytest.raises(ParameterError, match=match) as e:
         resolve(two_model_table(), **req)
     assert str(e.value).endswith(".") and "\n" not in str(e.value)
+    assert e.value.param == next(iter(kw))
+    assert e.value.for_flag("--x").startswith("--x") or "--x" in e.value.for_flag("--x")
+
+
+def test_absurd_headroom_is_named_not_blamed_on_the_slo():
+    """Issue 13: headroom=1e308 used to overflow the GPU demand and blame the SLO."""
+    table = two_model_table()
+    with pytest.raises(ParameterError) as e:
+        resolve(table, qps=2, slo_s=100, gpus=64, headroom=1e308)
+    assert e.value.param == "headroom" and "SLO" not in str(e.value)
+    # the largest allowed values still give a plan or an honest reason, never an overflow
+    plan = resolve(table, qps=1e9, slo_s=1e6, gpus=10**6, headroom=100)
+    assert not plan.feasible and "needs at least" in plan.reason and plan.fallback is not None
 
 
 def test_accepts_document_dict_and_file(tmp_path):
@@ -561,11 +610,60 @@ def test_accepts_document_dict_and_file(tmp_path):
     write_table(path, table.document)
     via_file = resolve(load_table(path), qps=2, slo_s=100, gpus=64)
     assert via_doc == via_file == resolve(table, qps=2, slo_s=100, gpus=64)
-    with pytest.raises(HadisError, match="needs a CascadeTable"):
+    with pytest.raises(ParameterError, match="table must be a CascadeTable or a table document"):
         resolve([1, 2], qps=1, slo_s=1, gpus=1)
     bad = dict(table.document, sha256="0" * 64)
     with pytest.raises(HadisError, match="integrity check"):
         resolve(bad, qps=1, slo_s=1, gpus=1)
+
+
+def test_resolver_state_is_its_own():
+    """Nothing is attached to the table, and later edits of its document change nothing."""
+    import copy
+
+    table = two_model_table()
+    before = dict(vars(table))
+    resolver = Resolver(table)
+    plan = resolver.resolve(qps=2, slo_s=100, gpus=64)
+    assert vars(table) == before  # no cache hidden on the caller's object
+    assert (resolver.sha256, resolver.quality_metric) == (table.sha256, FID)
+    assert resolver.models == ("small", "big") and resolver.batch_sizes == (1, 2, 4)
+    assert "rows=5" in repr(resolver)
+    doc = copy.deepcopy(table.document)
+    table.document["payload"]["rows"][1]["light"] = "small"
+    table.document["payload"]["rows"][1]["quality"][FID] = 99.0
+    assert resolver.resolve(qps=2, slo_s=100, gpus=64) == plan
+    assert plan.light == "big" and plan.quality == 20.0
+    table.document.clear()
+    table.document.update(doc)
+    doc["payload"]["rows"][1]["fractions"] = 5  # changed after verification, then compiled
+    with pytest.raises(HadisError, match="fails its integrity check"):
+        Resolver(_unverified(table, doc))
+
+
+def _unverified(table: CascadeTable, doc: dict) -> CascadeTable:
+    """``table`` whose document is swapped for ``doc`` behind the verification's back."""
+    object.__setattr__(table, "document", doc)
+    return table
+
+
+def test_wrapper_cache_never_trusts_an_unverified_dict():
+    """A dict carrying a cached table's sha256 is verified, not served from the cache."""
+    table = two_model_table()
+    doc = table.document
+    want = resolve(doc, qps=2, slo_s=100, gpus=64)
+    assert resolve(doc, qps=2, slo_s=100, gpus=64) == want  # the very dict: cached
+    forged = json.loads(json.dumps(doc))
+    forged["payload"]["rows"][1]["light"] = "small"  # same sha256 field, other payload
+    with pytest.raises(HadisError, match="integrity check"):
+        resolve(forged, qps=2, slo_s=100, gpus=64)
+    same = json.loads(json.dumps(doc))  # another dict with the same content: verified, reused
+    assert resolve(same, qps=2, slo_s=100, gpus=64) == want
+    for seed in range(12):  # more tables than the cache holds: still right
+        t = random_table(random.Random(seed))
+        req = random_request(random.Random(seed), t)
+        assert resolve(t, **req) == Resolver(t).resolve(**req)
+    assert resolve(doc, qps=2, slo_s=100, gpus=64) == want
 
 
 def test_clip_metric_prefers_higher_and_missing_quality_ranks_last():
@@ -597,9 +695,23 @@ def test_equal_quality_rows_tie_break_on_gpus_then_latency_then_row():
 def test_inconsistent_fractions_rejected():
     row = make_row("a", "b", 0.5, 0.0, 10.0)
     row["fractions"]["load_heavy"] = 0.0  # direct traffic but no heavy load
-    table = make_table({"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 2.0}}}, [row])
-    with pytest.raises(HadisError, match="inconsistent fractions"):
-        resolve(table, qps=1, slo_s=10, gpus=4)
+    with pytest.raises(HadisError, match="row 0 has inconsistent fractions"):  # by the loader
+        make_table({"a": {"latency": {1: 1.0}}, "b": {"latency": {1: 2.0}}}, [row])
+
+
+def test_concurrent_calls_match_sequential_ones(monkeypatch):
+    """Threads share one Resolver whose caches keep being cleared: same plans as one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr("hadis_profile.resolve.CACHE_BYTES", 20_000)
+    rng = random.Random(11)
+    table = random_table(rng, n_models=4, n_cascade=60)
+    reqs = [random_request(rng, table) for _ in range(200)]
+    want = [Resolver(table).resolve(**r) for r in reqs]
+    shared = Resolver(table)
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda r: shared.resolve(**r), reqs))
+    assert got == want
 
 
 def test_import_is_light():
@@ -611,6 +723,9 @@ def test_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+    code = "import sys, hadis_profile.resolve_reference; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the reference is stdlib only
 
 
 # ------------------------------------------------------------------------- CLI
@@ -642,5 +757,5 @@ def test_cli_resolve(tmp_path):
         app,
         ["resolve", str(path), "--qps", "2", "--slo", "0.5", "--gpus", "8", "--batch-sizes", "1,2"],
     )
-    assert bad.exit_code == 1
+    assert bad.exit_code == EXIT_INFEASIBLE == 3  # its own code, distinct from errors (1, 2)
     assert "below every configuration" in bad.output and "fallback" in bad.output

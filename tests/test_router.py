@@ -259,11 +259,23 @@ def test_unfitted_and_invalid_configuration_errors() -> None:
 
 
 def _table_document(router_spec: dict | None) -> dict:
+    """The smallest valid table (one model, its single row) carrying ``router_spec``."""
+    point = {"batch_size": 1, "infeasible": False, "std_s": 0.0}
+    point |= {k: 1.0 for k in ("mean_s", "p50_s", "p90_s", "p99_s")}
+    fractions = {"direct": 0, "escalated": 0, "light": 1, "load_light": 1, "load_heavy": 0}
+    row = {"light": "m", "heavy": None, "kind": "single", "r": 0, "d": 0, "on_front": True}
+    row |= {"router_threshold": None, "confidence_threshold": None, "fractions": fractions}
+    row |= {"quality": {"fid:test": None}, "gpu_s_per_query": 1.0, "latency_s": 1.0}
+    provenance = dict.fromkeys(("run_id", "hardware", "zoo_hash", "prompt_set_hash", "seeds"))
+    provenance |= {"n_prompts": 1, "quality_metric": "fid:test", "grid": {"mode": "grid"}}
+    provenance |= {"metrics": {"fid:test": {"higher_is_better": False, "set_level": True}}}
+    provenance |= {"pairs": "all", "per_pair": False, "router": None, "discriminator": None}
+    model = {"order": 0, "steps": None, "latency": {"1": point}, "max_batch": None}
     payload = {
-        "provenance": {"quality_metric": "fid:test"},
-        "models": {},
+        "provenance": provenance,
+        "models": {"m": model | {"peak_mem_bytes": None}},
         "router": router_spec,
-        "rows": [],
+        "rows": [row],
     }
     return table_mod.make_document(payload, created_at="2026-01-01T00:00:00Z")
 

@@ -452,3 +452,17 @@ def test_nominal_mode_reproduces_hadis_columns(shared_data):
     assert np.isclose(lat_ours, lat_csv, rtol=0, atol=0.005 + 1e-9).all()
     assert (np.round(lat_ours, 2) == np.array(lat_csv)).mean() > 0.99
     np.testing.assert_array_equal(fid_ours, fid_csv)
+
+
+def test_sweep_pair_takes_exactly_the_options_of_iter_sweep():
+    """One parameter list: sweep_pair forwards its options to iter_sweep."""
+    import inspect
+    import typing
+
+    from hadis_profile.sweep import SweepOptions
+
+    forwarded = set(inspect.signature(iter_sweep).parameters) - {"meas", "pairs", "chunk_rows"}
+    assert set(typing.get_type_hints(SweepOptions)) == forwarded
+    with pytest.raises(TypeError, match="chunk_rows"):
+        s, c, ql, qh = random_instance(np.random.default_rng(0), 8, False)
+        sweep_pair(make_meas(s, c, ql, qh), "L", "H", chunk_rows=3)

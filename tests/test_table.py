@@ -9,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from table_mutants import METRIC, measurements
 
 from hadis_profile import table as table_mod
 from hadis_profile.errors import HadisError
-from hadis_profile.measurements import LatencyStats, Measurements, ModelMeasurements
 from hadis_profile.pareto import compile_table
 from hadis_profile.table import (
     CascadeTable,
@@ -25,30 +24,6 @@ from hadis_profile.table import (
     validate_file,
     write_table,
 )
-
-METRIC = "clip_score:test"
-
-
-def measurements(n: int = 24) -> Measurements:
-    rng = np.random.default_rng(1)
-    hard = rng.random(n)
-    models = {
-        name: ModelMeasurements(
-            name=name,
-            latency={1: LatencyStats.constant(1, lat), 2: LatencyStats.constant(2, 1.7 * lat)},
-            quality={METRIC: q0 - slope * hard + rng.normal(0, 0.5, n)},
-            confidence=1 - hard + rng.normal(0, 0.2, n),
-            steps=steps,
-        )
-        for name, lat, q0, slope, steps in (("a", 0.5, 30, 8, 2), ("b", 2.0, 32, 3, 20))
-    }
-    return Measurements(
-        prompts=[f"p{i}" for i in range(n)],
-        models=models,
-        router_scores=hard + rng.normal(0, 0.3, n),
-        router_spec={"features": ["len"], "weights": [1.0], "mean": [3.0], "std": [1.5]},
-        provenance={"run_id": "t", "hardware": {"label": "cpu", "device_name": "test"}},
-    )
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +69,7 @@ def test_newer_major_version_is_refused(tmp_path, doc):
     d["schema_version"] = "2.0"
     path = tmp_path / "t.json"
     path.write_text(json.dumps(d))
-    with pytest.raises(HadisError, match=r"schema version 2\.0, newer .* upgrade hadis-profile"):
+    with pytest.raises(HadisError, match=r"schema version '2\.0', newer .* upgrade hadis-profile"):
         load_table(path)
     d["schema_version"] = "1.7"  # a newer minor version still loads
     path.write_text(json.dumps(d))
@@ -108,7 +83,7 @@ def test_missing_fields_are_named(doc):
         CascadeTable.from_document(d)
     d = copy.deepcopy(doc)
     del d["payload"]["rows"][1]["fractions"]["escalated"]
-    with pytest.raises(HadisError, match=r"row 1 is missing the field 'fractions\.escalated'"):
+    with pytest.raises(HadisError, match=r"rows\[1\]\.fractions: the required field 'escalated'"):
         CascadeTable.from_document(rehash(d))
     d = copy.deepcopy(doc)
     del d["payload"]["models"]
@@ -153,7 +128,7 @@ def test_failed_write_leaves_the_old_file_intact(tmp_path, doc, monkeypatch):
         write_table(path, bad)
     bad = copy.deepcopy(doc)
     bad["payload"]["rows"][0]["quality"][METRIC] = object()  # not serialisable
-    with pytest.raises(HadisError, match="cannot represent"):
+    with pytest.raises(HadisError, match=r"holds a Python object at .*, which is not a JSON"):
         write_table(path, bad)
 
     def disk_full(fd: int) -> None:
@@ -196,24 +171,48 @@ def test_schema_accepts_compiled_tables(doc):
     ("mutate", "message"),
     [
         (lambda p: p["rows"][1].update(kind="bogus"), r"payload\.rows\[1\]\.kind"),
-        (lambda p: p["rows"][1].update(r=1.5), r"payload\.rows\[1\]\.r: 1\.5 is greater"),
+        (lambda p: p["rows"][1].update(r=1.5), r"payload\.rows\[1\]\.r: found 1\.5, expected a n"),
         (lambda p: p["rows"][0].update(heavy="b"), r"payload\.rows\[0\]"),
         (lambda p: p["provenance"].update(pairs="some"), r"provenance\.pairs"),
         (lambda p: p["models"]["a"]["latency"].update(x={}), r"models\.a\.latency"),
-        (lambda p: p["rows"][-1].update(on_front="yes"), r"on_front: 'yes' is not of type"),
+        (lambda p: p["rows"][-1].update(on_front="yes"), r'on_front: found "yes", expected true'),
         (lambda p: p.update(router={"features": ["x"]}), r"payload\.router"),
         (lambda p: p["rows"].insert(1, copy.deepcopy(p["rows"][0])), "2 single-model rows"),
         (lambda p: p["rows"].reverse(), "not sorted"),
         (lambda p: p["rows"][1].update(quality={"pick_score:x": 1.0}), "no value for the quality"),
-        (lambda p: p["rows"][1].update(quality={}), r"quality: \{\} should be non-empty"),
+        (lambda p: p["rows"][1].update(quality={}), r"quality: found an empty object"),
     ],
 )
 def test_schema_rejects_broken_tables(doc, mutate, message):
     d = copy.deepcopy(doc)
     mutate(d["payload"])
-    with pytest.raises(HadisError, match=message) as e:
-        validate_document(rehash(d), "t.json")
-    assert str(e.value).startswith("t.json") and "\n" not in str(e.value)
+    for check in (validate_document, CascadeTable):  # validate and the loader agree
+        with pytest.raises(HadisError, match=message) as e:
+            check(rehash(d), "t.json")
+        assert str(e.value).startswith("t.json") and "\n" not in str(e.value)
+
+
+def test_hash_is_sha256_of_the_documented_canonical_json(doc):
+    """Byte-identical to the format's definition: sorted keys, compact, UTF-8, no NaN."""
+    import hashlib
+
+    payload = {"b": [1, 2.5, None], "a": {"é": "ü", "z": True}}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert text == '{"a":{"z":true,"é":"ü"},"b":[1,2.5,null]}'
+    assert payload_hash(payload) == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert payload_hash(doc["payload"]) == doc["sha256"]
+
+
+def test_a_cascade_table_is_verified_when_made(doc):
+    d = copy.deepcopy(doc)
+    d["payload"]["rows"][0]["r"] = 0.5
+    with pytest.raises(HadisError, match="integrity check"):
+        CascadeTable(d)
+    with pytest.raises(HadisError, match=r'rows\[0\]\.r: found 0\.5, expected 0 in a "single" row'):
+        CascadeTable(rehash(d))
+    t = CascadeTable(doc)
+    with pytest.raises(AttributeError):
+        t.document = d  # frozen: a verified table stays the one verified
 
 
 def test_validate_file_checks_hash_then_schema(tmp_path, doc):

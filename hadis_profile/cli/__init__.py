@@ -8,6 +8,7 @@ One module per verb group, each registering its commands on its own app:
 * :mod:`.discriminator`  ``discriminator train|score``
 * :mod:`.table`          ``pareto``, ``validate``, ``show``, ``resolve``
 * :mod:`.simulate`       ``simulate``
+* :mod:`.report`         ``report``
 * :mod:`.inputs`         ``zoo validate|list|tiny``, ``prompts inspect``
 * :mod:`.demo`           ``demo``
 * :mod:`.options`        option types, parsers and the flag-naming command class
@@ -27,7 +28,17 @@ from typing import Annotated, Any
 import typer
 
 from hadis_profile import __version__
-from hadis_profile.cli import data, demo, discriminator, inputs, router, run, simulate, table
+from hadis_profile.cli import (
+    data,
+    demo,
+    discriminator,
+    inputs,
+    report,
+    router,
+    run,
+    simulate,
+    table,
+)
 from hadis_profile.cli.options import HadisTyper, console, err_console
 from hadis_profile.errors import (
     EXIT_ERROR,
@@ -44,7 +55,7 @@ app = HadisTyper(
     name="hadis-profile",
     help="Profile diffusion models, compile a Pareto cascade table, and resolve serving plans.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
 )
 
@@ -66,8 +77,8 @@ def _root(
     """Profile diffusion models, compile a Pareto cascade table, and resolve serving plans."""
 
 
-# The order of --help: measure, fill, calibrate, compile, serve, check inputs, try it all.
-for _module in (run, data, router, discriminator, table, simulate, inputs, demo):
+# The order of --help: measure, fill, calibrate, compile, serve, look, check inputs, try it all.
+for _module in (run, data, router, discriminator, table, simulate, report, inputs, demo):
     for _sub in _module.apps:
         app.add_typer(_sub)
 

@@ -240,7 +240,12 @@ FeatureCacheOption = Annotated[
     ),
 ]
 FreshOption = Annotated[bool, typer.Option("--fresh", help="Replace an existing run.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print the result as one JSON document on stdout (messages go to stderr)."
+    ),
+]
 PlotOption = Annotated[
     Path | None, typer.Option("--plot", help="Also write a quality-vs-cost PNG.")
 ]

@@ -13,6 +13,7 @@ from hadis_profile.cli.options import (
     RUN_DISCRIMINATOR,
     BatchSizes,
     CacheDirOption,
+    JsonOption,
     OnlineOption,
     console,
     err_console,
@@ -90,7 +91,7 @@ def run_cmd(
     reps: Annotated[
         int,
         typer.Option(help="The most timed calls per batch size (a stable point stops sooner)."),
-    ] = 30,
+    ] = 20,
     min_reps: Annotated[
         int,
         typer.Option(
@@ -244,6 +245,7 @@ def run_cmd(
     ] = 16,
     online: OnlineOption = False,
     cache_dir: CacheDirOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Profile the zoo: latency per batch size, then K seeded images per prompt, scored.
 
@@ -304,9 +306,19 @@ def run_cmd(
         shard=tuple(shard) if shard is not None else None,
         prompt_chunk=prompt_chunk,
     )
+    show = _json_summary if as_json else render_run
     try:
         report = run_profile(opts, console=err_console)
     except RunFailed as e:  # the summary of what did get measured, then the one sentence
-        render_run(e.report, console)
+        show(e.report, console)
         raise
-    render_run(report, console)
+    show(report, console)
+
+
+def _json_summary(report: object, _console: object) -> None:
+    """``run --json``: the run's summary (``measure.summary.RunReport``) as one document."""
+    from hadis_profile.measure.summary import to_jsonable
+    from hadis_profile.report.documents import finite
+    from hadis_profile.report.terminal import write_json
+
+    write_json(finite(to_jsonable(report)))

@@ -496,7 +496,7 @@ def load_random(spec: ModelSpec, *, device: str = "cpu", seed: int = 0) -> Any:
     """
     import time
 
-    from hadis_profile.measure.pipelines import LoadedPipeline, pick_device, torch_dtype
+    from hadis_profile.measure.pipelines import pick_device, ready, torch_dtype
 
     t0 = time.perf_counter()
     dev = pick_device(device)
@@ -505,13 +505,6 @@ def load_random(spec: ModelSpec, *, device: str = "cpu", seed: int = 0) -> Any:
         f"random weights (architecture '{architecture_for_spec(spec).name}'): latency and "
         "memory only"
     ]
-    pipe = build_pipeline(spec, device=dev, dtype=dtype, seed=seed)
-    pipe.set_progress_bar_config(disable=True)
-    return LoadedPipeline(
-        spec=spec,
-        pipe=pipe,
-        device=dev,
-        dtype=str(dtype).removeprefix("torch."),
-        load_s=time.perf_counter() - t0,
-        notes=notes,
+    return ready(
+        spec, build_pipeline(spec, device=dev, dtype=dtype, seed=seed), dev, dtype, t0, notes
     )

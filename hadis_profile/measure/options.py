@@ -33,7 +33,7 @@ class RunOptions:
     #: The most timed calls per batch size; with ``tolerance`` a stable point stops
     #: earlier, after at least ``min_reps`` (6 is the fewest that give the median a
     #: distribution-free 95% interval). ``tolerance=None``: exactly ``reps`` calls.
-    reps: int = 30
+    reps: int = 20
     min_reps: int = 6
     tolerance: float | None = 0.02
     #: Caps the timed calls' total seconds per batch size (the point says so when cut).

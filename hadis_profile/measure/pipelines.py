@@ -473,12 +473,17 @@ def load_pipeline(
     if spec.scheduler is not None:
         sched_cls = _find_class(spec.scheduler.class_name, spec.name, "scheduler")
         pipe.scheduler = sched_cls.from_config(pipe.scheduler.config, **spec.scheduler.kwargs)
-    pipe = pipe.to(dev)
+    return ready(spec, pipe.to(dev), dev, dtype, t0, notes)
+
+
+def ready(spec: ModelSpec, pipe: Any, device: str, dtype: Any, t0: float, notes: list[str]):
+    """A pipeline placed on ``device`` as :class:`LoadedPipeline`: progress bars off (they
+    would print inside timed calls), the dtype it really runs in and the load time."""
     pipe.set_progress_bar_config(disable=True)
     return LoadedPipeline(
         spec=spec,
         pipe=pipe,
-        device=dev,
+        device=device,
         dtype=str(dtype).removeprefix("torch."),
         load_s=time.perf_counter() - t0,
         notes=notes,

@@ -60,26 +60,37 @@ def render_run(report: RunReport, console: Any) -> None:
     from rich.table import Table
 
     if report.dry_run:
+        # Narrow columns, short cells: readable at 80 columns. A model's warnings (often a
+        # whole sentence with the command that fetches it) go below the table, one line each.
         t = Table(
-            title=f"Plan for {report.run_dir} on {report.device_name} "
-            f"(label '{report.hardware_label}'); nothing was run",
+            title=escape(
+                f"Plan for {report.run_dir} on {report.device_name} "
+                f"(label '{report.hardware_label}'); nothing was run"
+            ),
             box=box.SIMPLE_HEAD,
             title_justify="left",
+            pad_edge=False,
+            collapse_padding=True,
+            caption="batches: sizes to time; prompts: left to generate / all; s/img: probe or "
+            "stored seconds per image at batch 1; est. h: estimated hours.",
+            caption_justify="left",
         )
-        t.add_column("model", no_wrap=True)
-        t.add_column("steps", justify="right")
-        t.add_column("batch sizes to time")
-        t.add_column("prompts to generate", justify="right")
-        t.add_column("probe s/img", justify="right")
-        t.add_column("est. hours", justify="right")
-        t.add_column("checkpoint")
+        t.add_column("model", no_wrap=True, overflow="fold")
+        t.add_column("steps", justify="right", no_wrap=True)
+        t.add_column("batches", overflow="fold")
+        t.add_column("prompts", justify="right", no_wrap=True)
+        t.add_column("s/img", justify="right", no_wrap=True)
+        t.add_column("est. h", justify="right", no_wrap=True)
+        t.add_column("checkpoint", no_wrap=True)
+        warnings = []
         for m in report.models:
             per_image = est = "-"
             if m.per_image_s is not None:
                 stored = " (stored)" if m.per_image_source == "stored" else ""
                 per_image = f"{m.per_image_s:.3g}{stored}"
             if m.estimate_s is not None:
-                est = f"{_hours(m.estimate_s)} ({_secs(m.estimate_s)} s)"
+                est = _hours(m.estimate_s)
+            warnings += [w if m.name in w else f"{m.name}: {w}" for w in m.warnings]
             t.add_row(
                 escape(m.name),
                 str(m.steps),
@@ -87,9 +98,11 @@ def render_run(report: RunReport, console: Any) -> None:
                 f"{m.prompts_total - m.prompts_done}/{m.prompts_total}",
                 per_image,
                 est,
-                "[red]" + escape(m.warnings[0]) + "[/]" if m.warnings else "[green]ok[/]",
+                "[red]see below[/]" if m.warnings else "[green]ok[/]",
             )
         console.print(t)
+        for w in warnings:
+            console.print(f"[red]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
         for note in report.notes:
             console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
         console.print(

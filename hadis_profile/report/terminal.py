@@ -326,6 +326,9 @@ def render_demo(
         f"{table_path.parent / 'run'}.\nNext: hadis-profile resolve {table_path} "
         f"--qps {request['qps']:g} --slo {request['slo_s']:g} --gpus {request['gpus']}",
     )
+    say(
+        console, f"The report (open it in a browser): {table_path.parent / 'report' / 'index.html'}"
+    )
 
 
 def render_import_summary(summary: ImportSummary, console: Console) -> None:

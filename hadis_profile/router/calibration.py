@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -426,6 +426,17 @@ class CalibrationResult:
             "stored": self.stored,
             **self.extra,
         }
+
+
+class CalibrationOptions(TypedDict, total=False):
+    """How :func:`calibrate` fits and evaluates, as callers that forward them spell them."""
+
+    method: str
+    alpha: float
+    train_fraction: float
+    seed: int
+    fractions: Iterable[float]
+    random_seeds: int
 
 
 def calibrate(

@@ -170,20 +170,11 @@ def write_outputs(result: SimulationResult, out: str | os.PathLike) -> list[Path
         "escalated",
         "decisions",
     ]
-    cfg = result.config
-    summary_doc = {
-        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-        "workload": result.workload,
-        "metrics": result.metrics,
-        "quality_metric": result.quality_metric,
-        "notes": result.notes,
-        "policies": [s.to_dict() for s in result.summaries],
-    }
     files = {
         WINDOWS_CSV: _csv_text(result.windows, win_cols),
         DECISIONS_CSV: _csv_text(decisions, dec_cols),
         SUMMARY_CSV: _csv_text(summaries, sum_cols),
-        SUMMARY_JSON: json.dumps(summary_doc, indent=1, allow_nan=False, default=str) + "\n",
+        SUMMARY_JSON: json.dumps(summary_document(result), indent=1, allow_nan=False) + "\n",
     }
     try:
         for name, text in files.items():
@@ -194,6 +185,20 @@ def write_outputs(result: SimulationResult, out: str | os.PathLike) -> list[Path
     except OSError as e:
         raise HadisError(f"Cannot write into {out}: {e.strerror or e}.") from None
     return paths
+
+
+def summary_document(result: SimulationResult) -> dict:
+    """summary.json (and ``simulate --json``): config, workload, metrics, notes, per policy."""
+    cfg = result.config
+    doc = {
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "workload": result.workload,
+        "metrics": result.metrics,
+        "quality_metric": result.quality_metric,
+        "notes": result.notes,
+        "policies": [s.to_dict() for s in result.summaries],
+    }
+    return json.loads(json.dumps(doc, allow_nan=False, default=str))
 
 
 def figure_png(result: SimulationResult) -> bytes:
@@ -447,6 +452,18 @@ def write_scenario(result: ScenarioResult, out: str | os.PathLike) -> list[Path]
     paths = []
     for block, res in result.blocks.items():
         paths += write_outputs(res, out / block)
+    text = json.dumps(scenario_document(result), indent=1, allow_nan=False) + "\n"
+    try:
+        atomic_write_text(out / SUMMARY_JSON, text)
+        atomic_write_text(out / SCENARIO_MD, scenario_markdown(result))
+    except OSError as e:
+        raise HadisError(f"Cannot write into {out}: {e.strerror or e}.") from None
+    return [*paths, out / SUMMARY_JSON, out / SCENARIO_MD]
+
+
+def scenario_document(result: ScenarioResult) -> dict:
+    """A scenario's summary.json (and ``simulate --scenario ... --json``): settings, each
+    block's config, workload and policies (with the authors' accounting), and the claims."""
     doc = {
         "scenario": result.name,
         "settings": result.settings,
@@ -467,10 +484,4 @@ def write_scenario(result: ScenarioResult, out: str | os.PathLike) -> list[Path]
         },
         "claims": result.claims,
     }
-    text = json.dumps(_finite_json(doc), indent=1, allow_nan=False, default=str) + "\n"
-    try:
-        atomic_write_text(out / SUMMARY_JSON, text)
-        atomic_write_text(out / SCENARIO_MD, scenario_markdown(result))
-    except OSError as e:
-        raise HadisError(f"Cannot write into {out}: {e.strerror or e}.") from None
-    return [*paths, out / SUMMARY_JSON, out / SCENARIO_MD]
+    return json.loads(json.dumps(_finite_json(doc), allow_nan=False, default=str))

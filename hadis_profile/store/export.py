@@ -42,7 +42,7 @@ def export_run(store: RunStore, out_dir: str | Path, fmt: str = "csv") -> list[P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for name, (cols, types, rows) in _export_tables(store).items():
+    for name, (cols, types, rows) in export_tables(store).items():
         if fmt == "csv":
             path = out / f"{name}.csv"
             _atomic_csv(path, cols, rows)
@@ -57,8 +57,9 @@ def export_run(store: RunStore, out_dir: str | Path, fmt: str = "csv") -> list[P
     return written
 
 
-def _export_tables(store: RunStore) -> dict[str, tuple[list[str], list[str], list[tuple]]]:
-    """table name -> (columns, arrow types, rows): the flat, tool-friendly view."""
+def export_tables(store: RunStore) -> dict[str, tuple[list[str], list[str], list[tuple]]]:
+    """table name -> (columns, arrow types, rows): the flat, tool-friendly view (also what
+    :meth:`hadis_profile.store.frames.Run.frames` turns into DataFrames)."""
     tables = {}
     for name, (columns, sql) in _EXPORTS.items():
         cols, types = zip(*(c.split(":") for c in columns.split()), strict=True)

@@ -162,29 +162,3 @@ class ImageRecords(Catalogue):
         return [
             r[0] for r in self._db.execute("SELECT DISTINCT scorer FROM confidences ORDER BY 1")
         ]
-
-    def default_confidence_scorer(self, requested: str | None = None) -> str | None:
-        """The scorer tables are calibrated on: ``requested`` (an id or a unique prefix such
-        as ``confidence:hadis-head``), else the only one, else the discriminator the run
-        recorded last (``provenance.discriminator.scorer_id``)."""
-        found = self.confidence_scorers()
-        if requested is not None:
-            if requested in found:
-                return requested
-            matches = [s for s in found if s.startswith(requested)]
-            if len(matches) == 1:
-                return matches[0]
-            what = "matches several of" if matches else "is not among"
-            raise HadisError(
-                f"Confidence scorer '{requested}' {what} the run's confidence scorers "
-                f"({', '.join(matches or found) or 'none'})."
-            )
-        if len(found) <= 1:
-            return found[0] if found else None
-        latest = (self.provenance.get("discriminator") or {}).get("scorer_id")
-        if latest in found:
-            return latest
-        raise HadisError(
-            f"The run has confidences from several scorers ({', '.join(found)}); choose one "
-            "with --confidence."
-        )

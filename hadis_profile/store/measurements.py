@@ -27,11 +27,11 @@ def load_measurements(
 ) -> Measurements:
     """The run as :class:`Measurements`, models ordered by batch-1 latency.
 
-    ``hardware`` is needed only when the run holds several; the confidence
-    scorer defaults to :meth:`RunStore.default_confidence_scorer`. Incomplete or
-    non-finite data is refused with one sentence.
+    ``hardware`` is needed only when the run holds several, ``confidence_scorer``
+    only when a model has confidences from several scorers (which one a table is
+    calibrated on is the compiler's choice: :func:`hadis_profile.pareto.measurements_for`).
+    Incomplete or non-finite data is refused with one sentence.
     """
-    confidence_scorer = store.default_confidence_scorer(confidence_scorer)
     prompts = store.prompts()
     n = len(prompts)
     if n == 0:
