@@ -357,3 +357,26 @@ def test_two_gpu_types_file_latency_under_their_labels_and_compile_one_table_eac
         for name, m in doc.models.items():
             p50 = {int(b): s["p50_s"] for b, s in m["latency"].items()}
             assert p50 == pytest.approx({b: s.p50_s for b, s in stored[lab][name].items()})
+
+
+def test_workers_that_cannot_start_give_their_reason_in_one_sentence(cluster, tmp_path):
+    from hadis_profile.errors import HadisError
+    from hadis_profile.measure.launchers import RunContext
+    from hadis_profile.measure.launchers.ray import RayLauncher
+    from hadis_profile.measure.options import RunOptions
+
+    tz = tiny_zoo()
+    missing = tmp_path / "no-such-clip"  # the node lacks the scorer's checkpoint
+    opts = RunOptions(
+        zoo=tz.zoo_path, prompts=tmp_path, out=tmp_path, scorers=[f"clip_score:{missing}"]
+    )
+    launcher = RayLauncher(resources=["fake_h100"], threads=1)
+    try:
+        with pytest.raises(HadisError) as err:
+            launcher.start(RunContext(opts, PROMPTS, tz.zoo_path.parent), lambda i: ["x"] * len(i))
+    finally:
+        launcher.close()
+    msg = str(err.value)
+    assert msg.startswith(f"No Ray worker started: CLIP checkpoint '{missing}' is not in the local")
+    assert "\n" not in msg and "Traceback" not in msg
+    assert _free(cluster, "fake_h100", 1)

@@ -40,6 +40,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -457,7 +458,10 @@ class _Schedule:
             w.state = "gone"
             self.recorder.log(f"Ray worker {w.name} is gone ({_cause(e)}); the others go on.")
             return
-        label = self.launcher._labeler([w.info])[0]  # type: ignore[misc]
+        try:
+            label = self.launcher._labeler([w.info])[0]  # type: ignore[misc]
+        except HadisError:  # its device would share a label with another kind
+            label = ""
         if label not in self._recorders:  # restarted on a kind of device this run has no plan for
             self.ray.kill(w.handle, no_restart=True)
             w.state = "gone"
@@ -486,10 +490,18 @@ def _unavailable(ray: Any) -> Any:
 
 
 def _cause(e: BaseException) -> str:
-    """A Ray error as one line: the worker's own exception where there is one."""
+    """A Ray error as one line: the worker's own exception where there is one (a worker
+    whose start-up raised only sends its traceback as text: its last line)."""
     cause = getattr(e, "cause", None)
     if isinstance(cause, BaseException):
         return one_line(cause)
-    lines = str(e).strip().splitlines()
-    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    lines = [x for x in str(getattr(e, "error_msg", None) or e).splitlines() if x.strip()]
+    last = re.match(r"^([\w.]*(?:Error|Exception)): (.+)$", lines[-1].strip()) if lines else None
+    if last is not None:
+        name = last.group(1).rsplit(".", 1)[-1]
+        ours = name in ("HadisError", "InputError", "ParameterError")
+        text = last.group(2) if ours else f"{name}: {last.group(2)}"
+    else:
+        text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    text = text.rstrip(".")
+    return text if len(text) <= 300 else text[:297] + "..."
