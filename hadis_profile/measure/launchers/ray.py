@@ -125,7 +125,9 @@ def _is_sweep(u: ModelWork) -> bool:
 
 
 def _unit_key(u: ModelWork) -> tuple:
-    return (u.name, u.label, u.prompt_ids[:1]) if not _is_sweep(u) else (u.name, u.label, "sweep")
+    """What a retried unit is counted under: a sweep per label; a chunk by its first prompt
+    left (a prompt that kills every worker it meets is given up after a few)."""
+    return (u.name, u.label, "sweep") if _is_sweep(u) else (u.name, u.prompt_ids[:1])
 
 
 class RayLauncher(Launcher):
@@ -377,7 +379,7 @@ class _Schedule:
             return
         try:
             event = self.ray.get(ref)
-        except self.ray.exceptions.RayActorError as e:
+        except _lost_errors(self.ray) as e:
             self._lost(w, flight, f"its process or node died: {type(e).__name__}")
             return
         except Exception as e:  # the generator itself broke: the unit's model fails
@@ -475,13 +477,20 @@ class _Schedule:
         """Units no live worker can take: their models are reported as failed."""
         live = sorted({w.label for w in self.workers if w.state != "gone"})
         for u in list(self.pending):
-            why = (
-                "no Ray worker is left"
-                if not live
-                else f"no live Ray worker has hardware label '{u.label}'"
-            )
+            if not live:
+                why = "no Ray worker is left"
+            elif _is_sweep(u):
+                why = f"no live Ray worker has hardware label '{u.label}'"
+            else:
+                why = "no live Ray worker can take its prompts"
             self._fail(u.name, "scheduling", why, "")
         self.pending.clear()
+
+
+def _lost_errors(ray: Any) -> tuple:
+    """The errors that mean a worker (or the node holding its result) went away."""
+    ex = ray.exceptions
+    return (ex.RayActorError, *(getattr(ex, n) for n in ("ObjectLostError",) if hasattr(ex, n)))
 
 
 def _unavailable(ray: Any) -> Any:
