@@ -339,6 +339,8 @@ def test_three_shards_merge_into_the_unsharded_run(tmp_path):
     # shard 2 slots 2 and 5: 4, 4 and 2 units.
     assert all(f"Measured {n} units now" in o for n, o in zip((4, 4, 2), done, strict=True))
     assert "Measured 0 units now, 4 were already done" in run(shards[0], "--shard", "0/3")
+    # in-process runs log plain progress too when the output is not a terminal
+    assert "done: 4/4 units (100%)" in done[0] and "tiny-sd1-light: latency 2/2" in done[0]
     res = CliRunner().invoke(app, ["merge", *map(str, shards), "--out", str(tmp_path / "merged")])
     assert res.exit_code == 0, res.output
     a, b = _dump(whole), _dump(tmp_path / "merged")

@@ -280,3 +280,11 @@ def test_units_no_live_worker_can_take_fail_their_model(monkeypatch):
 )
 def test_a_worker_error_is_one_line(error, expected):
     assert R._cause(error) == expected
+
+
+def test_without_ray_installed_the_launcher_says_how_to_get_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when it is absent
+    with pytest.raises(HadisError, match=r"needs Ray: pip install 'hadis-profile\[ray\]'"):
+        R.RayLauncher().start(None, lambda infos: [])
