@@ -501,6 +501,18 @@ def choose_confidence_scorer(
     )
 
 
+def _latency_labels(store: Any) -> list[str]:
+    """The hardware labels a run holds latency points under, sorted."""
+    labels = []
+    for h in store.hardware():
+        try:
+            if any(store.latency(name, h["label"]) for name in store.models()):
+                labels.append(h["label"])
+        except HadisError:  # no latency at all under this label
+            continue
+    return sorted(labels)
+
+
 def measurements_for(
     store: Any, *, hardware: str | None = None, confidence: str | None = None
 ) -> Measurements:
@@ -532,8 +544,12 @@ def compile_run(
     exact: bool = False,
     nominal: bool = False,
     confidence: str | None = None,
+    hardware: str | None = None,
 ) -> dict:
     """Compile the run in ``run_dir`` into a ``table.json`` document (not yet written).
+
+    ``hardware`` is the label whose latencies the table describes, needed when
+    the run measured several GPU types (one table per type).
 
     ``confidence`` picks the scorer whose confidences the discriminator
     thresholds are calibrated on (see :func:`choose_confidence_scorer`); the
@@ -545,7 +561,20 @@ def compile_run(
 
     _check_sweep_options(pairs, grid)  # before opening the run: fail fast, touch nothing
     with RunStore.open(run_dir, readonly=True) as store:
-        meas = measurements_for(store, confidence=confidence)
+        labels = _latency_labels(store)
+        if hardware is None and len(labels) > 1:
+            raise ParameterError(
+                "hardware",
+                f"The run has latencies on several kinds of device ({', '.join(labels)}); "
+                "choose one with {param}.",
+            )
+        if hardware is not None and hardware not in labels:
+            raise ParameterError(
+                "hardware",
+                f"{{param}} '{hardware}' is not a label the run has latencies under "
+                f"({', '.join(labels) or 'none'}).",
+            )
+        meas = measurements_for(store, hardware=hardware, confidence=confidence)
     return compile_table(
         meas,
         quality_metric=quality,

@@ -200,7 +200,7 @@ def test_every_command_names_flags_in_library_errors():
     found = dict(leaves(typer.main.get_command(app)))
     assert {" ".join(p) for p in found} == {
         *("run", "export", "migrate", "pareto", "validate", "show", "resolve", "simulate"),
-        *("report", "demo"),
+        *("report", "demo", "merge"),
         *("import hadis-reference", "import files", "prompts inspect"),
         *("router features", "router score", "router fit", "discriminator train"),
         *("discriminator score", "zoo validate", "zoo list", "zoo tiny"),
@@ -215,6 +215,7 @@ def test_every_command_names_flags_in_library_errors():
     assert inspect.flag_for("path") == "FILE" and inspect.flag_for("column") == "--column"
     assert found[("export",)].flag_for("fmt") == "--format"  # via the CLI parameter's name
     assert found[("resolve",)].flag_for("slo_s") == "--slo"
+    assert found[("merge",)].flag_for("sources") == "RUNS"
 
 
 def test_a_library_parameter_error_names_the_flag(synthetic_run, tmp_path):

@@ -3,7 +3,7 @@
 One module per verb group, each registering its commands on its own app:
 
 * :mod:`.run`            ``run``: profile a zoo
-* :mod:`.data`           ``import hadis-reference|files``, ``export``, ``migrate``
+* :mod:`.data`           ``import hadis-reference|files``, ``export``, ``migrate``, ``merge``
 * :mod:`.router`         ``router features|score|fit``
 * :mod:`.discriminator`  ``discriminator train|score``
 * :mod:`.table`          ``pareto``, ``validate``, ``show``, ``resolve``

@@ -1,4 +1,4 @@
-"""Data in and out of a run: ``import hadis-reference|files`` and ``export``."""
+"""Data in and out of a run: ``import hadis-reference|files``, ``export`` and ``merge``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hadis_profile.cli.options import (
     FreshOption,
     Numbers,
     console,
+    err_console,
     group,
     run_dir,
     verbs,
@@ -228,3 +229,42 @@ def migrate_cmd(
         say(console, f"The run store in {run} is already at schema version {after}.")
     else:
         say(console, f"Upgraded the run store in {run} from schema version {before} to {after}.")
+
+
+@export_app.command("merge", flags={"sources": "RUNS"})
+def merge_cmd(
+    runs: Annotated[
+        list[Path],
+        typer.Argument(help="Run folders (or run ids under outputs/) of one run, e.g. its shards."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The merged run folder to create.")],
+) -> None:
+    """Join the stores of one run (the shards of `run --shard`) into one new run.
+
+    Refused, before anything is written, when the stores disagree on the zoo,
+    the prompt set, the seeds, the scorers or what a hardware label means. A
+    record held by several stores is kept once; where the copies differ, the
+    first run listed wins and each difference is reported.
+    """
+    from hadis_profile.report.terminal import say
+    from hadis_profile.store.merge import merge_runs
+
+    report = merge_runs([run_dir(r) for r in runs], out)
+    copied = report.copied
+    say(
+        console,
+        f"Merged {len(report.sources)} runs into {report.out}: {copied.get('images', 0)} images, "
+        f"{copied.get('latency', 0)} latency points, {copied.get('models', 0)} models"
+        + (f"; {report.duplicates} records held twice, kept once" if report.duplicates else "")
+        + ".",
+    )
+    for text in report.conflicts[:10]:
+        say(err_console, f"warning: {text}.")
+    if len(report.conflicts) > 10:
+        say(err_console, f"warning: and {len(report.conflicts) - 10} more differences.")
+    if report.missing_files:
+        say(
+            err_console,
+            f"warning: {len(report.missing_files)} saved images were missing from "
+            f"their run folders, first {report.missing_files[0]}.",
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -25,6 +25,27 @@ from hadis_profile.cli.options import (
 app = verbs()
 apps = (app,)
 
+Launcher = Literal["local", "ray"]
+
+
+class Shard(tuple):
+    """``I/N`` from ``--shard``: this task's index and the number of tasks."""
+
+
+def parse_shard(text: str | Shard) -> Shard:
+    """``"2/8"`` -> (2, 8), with ``0 <= I < N``."""
+    if isinstance(text, Shard):
+        return text
+    index, sep, count = text.partition("/")
+    try:
+        shard = Shard((int(index), int(count)))
+    except ValueError:
+        shard = None
+    if not sep or shard is None or not 0 <= shard[0] < shard[1]:
+        raise typer.BadParameter(f"'{text}' must be I/N with 0 <= I < N (e.g. 0/4).")
+    return shard
+
+
 # RunOptions fields whose flag is spelled differently.
 _FLAGS = {
     "time_budget_s": "--time-budget",
@@ -33,6 +54,8 @@ _FLAGS = {
     "scorers": "--scorer",
     "gpu": "--gpu",
     "devices": "--devices",
+    "ray_resources": "--ray-resource",
+    "prompt_chunk": "--prompt-chunk",
 }
 
 
@@ -123,7 +146,12 @@ def run_cmd(
     ] = None,
     gpu: Annotated[
         str | None,
-        typer.Option("--gpu", help="Hardware label (e.g. a100); must match the detected device."),
+        typer.Option(
+            "--gpu",
+            help="Hardware label (e.g. a100; must match the detected device), or a label per "
+            "GPU type: 'NVIDIA H100 80GB HBM3=h100,NVIDIA A100-SXM4-80GB=a100' (default: "
+            "derived from the device name).",
+        ),
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Record --gpu even if it contradicts the device.")
@@ -177,6 +205,47 @@ def run_cmd(
             help="With --dry-run: estimate GPU time only from stored latencies; load no model.",
         ),
     ] = False,
+    launcher: Annotated[
+        Launcher,
+        typer.Option(
+            help="Where models are measured: local (this machine; see --devices) or ray "
+            "(one worker per GPU of a Ray cluster; needs the package's ray extra).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="With --launcher ray: the cluster (auto, host:port or ray://host:port; "
+            "default: the local instance, started if none runs).",
+        ),
+    ] = None,
+    ray_resource: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ray-resource",
+            help="With --launcher ray: a custom resource each worker takes one of instead of a "
+            "GPU (workers then run on the CPU, named after it); repeatable.",
+        ),
+    ] = None,
+    shard: Annotated[
+        Shard | None,
+        typer.Option(
+            "--shard",
+            parser=parse_shard,
+            metavar="I/N",
+            help="Measure only share I of N (by model and prompt chunk), e.g. one per SLURM "
+            "array task, each into its own --out; join them with `hadis-profile merge`.",
+        ),
+    ] = None,
+    prompt_chunk: Annotated[
+        int,
+        typer.Option(
+            "--prompt-chunk",
+            help="Prompts per unit that --shard and --launcher ray hand out (every shard of a "
+            "run must use the same).",
+        ),
+    ] = 16,
     online: OnlineOption = False,
     cache_dir: CacheDirOption = None,
     as_json: JsonOption = False,
@@ -184,7 +253,9 @@ def run_cmd(
     """Profile the zoo: latency per batch size, then K seeded images per prompt, scored.
 
     Every finished unit (a batch size, a prompt's images) is committed at once;
-    rerunning the same command resumes where it stopped. A model that fails does
+    rerunning the same command resumes where it stopped. --launcher ray spreads
+    the units over a Ray cluster's GPUs; --shard I/N measures one share of them
+    (a batch scheduler's array task), joined afterwards with `merge`. A model that fails does
     not stop the others; the run then exits 1 naming it. --no-weights times the
     real architectures with random weights before any checkpoint is downloaded.
     """
@@ -195,6 +266,8 @@ def run_cmd(
 
     if devices is not None and device is not None:
         raise UsageError("--device and --devices are mutually exclusive; pass one of them.")
+    if launcher != "ray" and (ray_address or ray_resource):
+        raise UsageError("--ray-address and --ray-resource need --launcher ray.")
     opts = RunOptions(
         zoo=zoo,
         prompts=prompts,
@@ -230,6 +303,11 @@ def run_cmd(
         probe=not no_probe,
         online=online,
         cache_dir=cache_dir,
+        launcher=launcher,
+        ray_address=ray_address,
+        ray_resources=ray_resource or None,
+        shard=tuple(shard) if shard is not None else None,
+        prompt_chunk=prompt_chunk,
     )
     show = _json_summary if as_json else render_run
     try:

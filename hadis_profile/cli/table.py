@@ -57,6 +57,14 @@ def pareto_cmd(
             "one, else the discriminator scored last).",
         ),
     ] = None,
+    hardware: Annotated[
+        str | None,
+        typer.Option(
+            "--hardware",
+            help="Hardware label whose latencies the table describes, for a run measured on "
+            "several GPU types (one table per type; default: the run's only label).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Compile a run into a Pareto cascade table (written atomically; nothing on failure)."""
@@ -77,6 +85,7 @@ def pareto_cmd(
         exact=exact,
         nominal=nominal,
         confidence=confidence,
+        hardware=hardware,
     )
     check_document(doc, str(out))
     if plot is not None:

@@ -177,14 +177,45 @@ def detect_device(device: str = "auto") -> DeviceInfo:
     return cpu_info(torch.get_num_threads())
 
 
+def parse_label_map(text: str) -> dict[str, str]:
+    """``"NVIDIA H100 80GB HBM3=h100,NVIDIA A100-SXM4-80GB=a100"`` -> {device name: label}.
+
+    The hardware label of each GPU type in a run on several: a device's name as
+    torch reports it (``hadis-profile run --dry-run`` shows it), then its label.
+    """
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        name, sep, label = item.strip().rpartition("=")
+        name, label = name.strip(), label.strip()
+        if not (sep and name and label):
+            raise ParameterError(
+                "gpu",
+                f"{{param}} '{text}' must be a label or DEVICE NAME=LABEL pairs, comma-separated.",
+            )
+        if not re.fullmatch(LABEL_PATTERN, label):
+            raise ParameterError(
+                "gpu",
+                f"{{param}} label '{label}' must be short: letters, digits, '.', '_' or '-'.",
+            )
+        if out.get(name, label) != label:
+            raise ParameterError("gpu", f"{{param}} maps '{name}' to two labels.")
+        out[name] = label
+    return out
+
+
 def check_hardware_label(label: str | None, info: DeviceInfo, force: bool) -> str:
     """The label to record; a ``gpu`` label that contradicts the device is refused.
 
     ``a100`` matches ``NVIDIA A100-SXM4-80GB``; ``cpu`` (or words of the CPU's
-    name) matches a CPU run.
+    name) matches a CPU run. A mapping (:func:`parse_label_map`) gives the
+    device its mapped label (it names the device, so nothing is to check), or
+    the label derived from its name when it is not listed.
     """
     if not label:
         return info.default_label
+    if "=" in label:
+        mapping = {_squash(k): v for k, v in parse_label_map(label).items()}
+        return mapping.get(_squash(info.name), info.default_label)
     if not re.fullmatch(LABEL_PATTERN, label):
         raise ParameterError(
             "gpu", f"{{param}} '{label}' must be a short label of letters, digits, '.', '_' or '-'."
@@ -206,6 +237,35 @@ def check_hardware_label(label: str | None, info: DeviceInfo, force: bool) -> st
             "force it to record the run under that label anyway.",
         )
     return label
+
+
+def worker_labels(
+    label: str | None,
+    infos: Sequence[DeviceInfo],
+    force: bool = False,
+    known: dict[str, str | None] | None = None,
+) -> list[str]:
+    """The hardware label of each worker (:func:`check_hardware_label`), refusing a label
+    that would file two kinds of device together.
+
+    Latency is only meaningful next to the device that produced it, so one label
+    must mean one device name, among the workers and against ``known`` (label ->
+    device name, what the run store already holds).
+    """
+    labels = [check_hardware_label(label, info, force) for info in infos]
+    names: dict[str, list[str]] = {}
+    pairs = [*(known or {}).items(), *((x, i.name) for x, i in zip(labels, infos, strict=True))]
+    for lab, device in pairs:
+        if device is not None and device not in names.setdefault(lab, []):
+            names[lab].append(device)
+    for lab, devices in names.items():
+        if len(devices) > 1:
+            raise ParameterError(
+                "gpu",
+                f"{{param}} would file {' and '.join(devices)} under one label '{lab}'; give each "
+                "kind of device its own label (DEVICE NAME=LABEL,...).",
+            )
+    return labels
 
 
 # --------------------------------------------------------------------------- several devices

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hadis_profile.measure.generate import DEFAULT_IMAGES_PER_PROMPT
 from hadis_profile.measure.latency import DEFAULT_BATCH_SIZES
+from hadis_profile.measure.units import DEFAULT_PROMPT_CHUNK
 
 
 @dataclass
@@ -66,3 +67,14 @@ class RunOptions:
     no_weights: bool = False
     #: ``--devices``: one worker process per entry (``cuda:N`` or ``cpu``); see :mod:`.shard`.
     devices: list[str] | None = None
+    #: Where jobs run: "local" (in this process, or one process per ``devices`` entry)
+    #: or "ray" (actors on a Ray cluster; see :mod:`.launchers.ray`).
+    launcher: str = "local"
+    #: ``launcher="ray"``: the cluster (None: join the local one or start it; "auto";
+    #: "ray://host:port"), and the resources each worker takes one of (None: one GPU).
+    ray_address: str | None = None
+    ray_resources: list[str] | None = None
+    #: ``(index, count)``: measure only this shard's deterministic share of the units.
+    shard: tuple[int, int] | None = None
+    #: Prompts per unit of work that shards and cluster workers hand out.
+    prompt_chunk: int = DEFAULT_PROMPT_CHUNK

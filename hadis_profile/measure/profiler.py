@@ -17,9 +17,12 @@ the hardware is recorded under a label that must agree with the detected device
 (``gpu="a100"`` on an H100 is refused unless forced).
 
 Then :func:`.units.plan_work` reads what the store still lacks, a launcher
-(:mod:`.launchers`) gets each model's :class:`~.job.ModelJob` run (here, or in
-one worker process per device with ``devices``), and the
-:class:`~.recorder.Recorder` in this process commits every finished unit.
+(:mod:`.launchers`) gets each model's :class:`~.job.ModelJob` run (here, in
+one worker process per device with ``devices``, or on a Ray cluster with
+``launcher="ray"``, whose workers report their devices and so their hardware
+labels before the plan is made), and the :class:`~.recorder.Recorder` in this
+process commits every finished unit. With ``shard`` only a deterministic share
+of the units is planned (:func:`.units.plan_units`).
 
 A model that fails (to load, or in a phase) is reported and the run goes on
 with the others; the run then raises :class:`~.summary.RunFailed` (one
@@ -45,9 +48,11 @@ from hadis_profile.measure.devices import (
     DeviceInfo,
     check_hardware_label,
     common_device,
+    cpu_info,
     detect_device,
     device_infos,
     library_versions,
+    worker_labels,
     worker_threads,
 )
 from hadis_profile.measure.generate import SEED_FORMAT
@@ -56,7 +61,14 @@ from hadis_profile.measure.options import RunOptions
 from hadis_profile.measure.quality import QualityTools, build_quality_tools, reference_stats
 from hadis_profile.measure.recorder import Recorder
 from hadis_profile.measure.summary import ModelReport, RunFailed, RunReport
-from hadis_profile.measure.units import model_record, plan_work, stored_latency
+from hadis_profile.measure.units import (
+    check_chunk,
+    check_shard,
+    model_record,
+    plan_units,
+    plan_work,
+    stored_latency,
+)
 from hadis_profile.progress import ProgressBoard
 
 __all__ = ["RunFailed", "RunOptions", "RunReport", "run_profile"]
@@ -87,11 +99,19 @@ def _check_options(opts: RunOptions) -> None:
     at_most("images_per_prompt", opts.images_per_prompt, MAX_IMAGES_PER_PROMPT, "images")
     for name in ("reps", "min_reps", "warmup"):
         at_most(name, getattr(opts, name), MAX_REPS, "calls per batch size")
+    check_shard(opts.shard)
+    check_chunk(opts.prompt_chunk)
+    if opts.launcher not in ("local", "ray"):
+        raise ParameterError("launcher", f"{{param}} must be local or ray, not {opts.launcher!r}.")
+    if opts.launcher == "ray" and opts.devices:
+        raise ParameterError(
+            "devices", "{param} lists local devices; the Ray launcher uses the cluster's."
+        )
 
 
 def _check_resume(store: Any, provenance: dict) -> None:
     old = store.provenance
-    for key, what in (("seeds", "seeds"), ("quality_tools", "scorers")):
+    for key, what in (("seeds", "seeds"), ("quality_tools", "scorers"), ("shard", "shard")):
         if key in old and key in provenance and old[key] != provenance[key]:
             raise HadisError(
                 f"The run in {store.root} was measured with other {what} ({old[key]}); rerun "
@@ -121,7 +141,13 @@ def _open_store(opts: RunOptions, provenance: dict) -> Any:
 
 
 def _devices(opts: RunOptions) -> tuple[DeviceInfo, list[DeviceInfo]]:
-    """(the run's device record, one record per worker; empty for an in-process run)."""
+    """(the run's device record, one record per worker; empty for an in-process run).
+
+    A Ray run's devices are its workers', known once they start; until then this
+    process (which must not take memory on a GPU a worker may use) is the CPU.
+    """
+    if opts.launcher == "ray" and not opts.dry_run:
+        return cpu_info(max(1, int(opts.threads or 1))), []
     if opts.devices:
         infos = device_infos(opts.devices, opts.threads)
         return common_device(infos, opts.force), infos
@@ -150,7 +176,8 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
 
         torch.set_num_threads(max(1, int(opts.threads)))
     info, infos = _devices(opts)
-    label = check_hardware_label(opts.gpu, info, opts.force)
+    ray = opts.launcher == "ray" and not opts.dry_run
+    label = info.default_label if ray else check_hardware_label(opts.gpu, info, opts.force)
     seeds = {
         "format": SEED_FORMAT,
         "base_seed": opts.seed,
@@ -186,7 +213,7 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
                 raise HadisError(problem)
     # With worker processes the scorers are loaded here only to describe them (on the
     # CPU: this process must not touch a GPU), then freed; each worker loads its own.
-    tools_device = "cpu" if infos else info.device
+    tools_device = "cpu" if infos or ray else info.device
     tools = build_quality_tools(opts, tools_device) if opts.quality else QualityTools([], None, [])
     provenance = {
         "source": "hadis-profile run",
@@ -205,6 +232,9 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
         },
         "generation": {"batch_size": opts.gen_batch or "best-throughput"},
     }
+    if opts.shard is not None:
+        index, count = opts.shard
+        provenance["shard"] = {"index": index, "count": count, "prompt_chunk": opts.prompt_chunk}
     if opts.quality:
         provenance["quality_tools"] = tools.describe()
     store = _open_store(opts, provenance)
@@ -213,10 +243,24 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
 
         record_discriminator(store, tools.discriminator.spec())
     report = RunReport(Path(opts.out), label, info.device, info.name, [], notes=notes)
+    ctx = RunContext(opts, prompts, base_dir)
+    launcher: Any = None
     try:
-        store.upsert_hardware(
-            label, device_name=info.name, driver=info.driver, libraries=library_versions()
-        )
+        hardware = {label: (info, library_versions())}
+        if ray:
+            launcher, hardware = _start_ray(store, zoo, opts, ctx, console)
+            label, (info, _) = next(iter(hardware.items()))
+            infos = [w.info for w in launcher.workers if w.state == "idle"]
+            names = " + ".join(dict.fromkeys(i.name for i, _ in hardware.values()))
+            report.hardware_label, report.device, report.device_name = label, "ray", names
+            if len(hardware) > 1:
+                report.notes.append(
+                    f"latency measured under {len(hardware)} hardware labels "
+                    f"({', '.join(hardware)}); this summary shows '{label}', and "
+                    "`pareto --hardware LABEL` compiles a table for each"
+                )
+        for lab, (dev, libraries) in hardware.items():
+            store.upsert_hardware(lab, device_name=dev.name, driver=dev.driver, libraries=libraries)
         devices = [i.details for i in (infos or [info])]
         store.update_provenance(
             {"environment": {"libraries": library_versions(), "devices": devices}}
@@ -234,22 +278,31 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
                         f"{spec.name}: its spec or weights changed since the last run; its "
                         "old records are gone."
                     )
-            works, report.units_skipped = plan_work(store, zoo, opts, label, len(prompts))
-            recorder = Recorder(store, label, Path(opts.out), report, progress)
-            if infos:
-                from hadis_profile.measure.launchers.local import LocalProcessLauncher
-                from hadis_profile.measure.memory import free_memory
-
-                del tools  # the workers load their own; free this copy first
-                free_memory("cpu")
-                launcher: Any = LocalProcessLauncher(
-                    infos, worker_threads([i.device for i in infos], opts.threads)
+            shard = {"shard": opts.shard, "chunk": opts.prompt_chunk}
+            if ray:
+                works, report.units_skipped = plan_units(
+                    store, zoo, opts, list(hardware), len(prompts), **shard
                 )
             else:
+                works, report.units_skipped = plan_work(
+                    store, zoo, opts, label, len(prompts), **shard
+                )
+            recorder = Recorder(store, label, Path(opts.out), report, progress)
+            if infos:  # the workers load their own tools; free this copy first
+                from hadis_profile.measure.memory import free_memory
+
+                del tools
+                free_memory("cpu")
+            if launcher is None and infos:
+                from hadis_profile.measure.launchers.local import LocalProcessLauncher
+
+                threads = worker_threads([i.device for i in infos], opts.threads)
+                launcher = LocalProcessLauncher(infos, threads)
+            elif launcher is None:
                 from hadis_profile.measure.launchers.inprocess import InProcessLauncher
 
                 launcher = InProcessLauncher(info.device, tools)
-            launcher.run(works, RunContext(opts, prompts, base_dir), recorder)
+            launcher.run(works, ctx, recorder)
         report.models = [
             _model_report(store, spec, opts, label, recorder, len(prompts)) for spec in zoo
         ]
@@ -257,10 +310,52 @@ def run_profile(opts: RunOptions, console: Any | None = None) -> RunReport:
         if opts.quality:
             _fill_means(store, report, label, scorer_id)
     finally:
+        if ray and launcher is not None:
+            launcher.close()  # the workers go, and their GPUs with them
         store.close()
     if report.failures:
         raise RunFailed(report)
     return report
+
+
+def _start_ray(
+    store: Any, zoo: Any, opts: RunOptions, ctx: RunContext, console: Any
+) -> tuple[Any, dict[str, tuple[DeviceInfo, dict]]]:
+    """Start the Ray workers and label them: (the launcher, label -> (device, libraries)).
+
+    At most one worker per unit that can run at once (every model's sweep, every
+    prompt chunk left), so a nearly finished run does not occupy a whole cluster.
+    A label that would mix two device names, among the workers or against what
+    the store holds, is refused before anything is measured.
+    """
+    from hadis_profile.measure.launchers.ray import RayLauncher
+
+    known = {h["label"]: h["device_name"] for h in store.hardware()}
+    prompt_units, _ = plan_units(
+        store,
+        zoo,
+        replace(opts, latency=False, stages=False),
+        [],
+        len(ctx.prompts),
+        shard=opts.shard,
+        chunk=opts.prompt_chunk,
+    )
+    sweeps = len(zoo) if (opts.latency or opts.stages) else 0
+    launcher = RayLauncher(opts.ray_address, opts.ray_resources, opts.threads)
+    try:
+        workers = launcher.start(
+            ctx,
+            lambda infos: worker_labels(opts.gpu, infos, opts.force, known),
+            max_workers=max(1, len(prompt_units) + sweeps),
+            log=lambda text: console.print(text, highlight=False) if console else None,
+        )
+    except BaseException:
+        launcher.close()
+        raise
+    hardware: dict[str, tuple[DeviceInfo, dict]] = {}
+    for w in sorted(workers, key=lambda w: w.label):
+        hardware.setdefault(w.label, (w.info, w.libraries))
+    return launcher, hardware
 
 
 def _model_report(

@@ -14,6 +14,7 @@ warnings, load and scorer times) and draws the progress bars.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ class Recorder:
         self.models: dict[str, ModelReport] = {}
         self._tasks: dict[tuple[str, str], Any] = {}
         self._where: dict[str, str] = {}
+
+    def for_label(self, label: str) -> Recorder:
+        """This recorder filing latency under ``label`` (a run on several GPU types); it
+        shares the report, the progress bars and the store."""
+        other = copy.copy(self)
+        other.label = label
+        return other
 
     def model(self, name: str) -> ModelReport:
         """The report entry of ``name`` (created on first use)."""

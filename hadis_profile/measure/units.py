@@ -9,6 +9,22 @@ committed at once, so the work left is whatever the store does not hold yet.
   cannot fit either);
 * **prompts**: the prompt ids whose K images are not all stored.
 
+Prompts are handed out in **chunks** of ``prompt_chunk`` consecutive ids
+(chunk ``c`` holds ids ``c*chunk .. (c+1)*chunk-1`` of the whole prompt set,
+whatever is stored), so a long model can be spread over several workers while
+its latency sweep stays on one (an out-of-memory point must stop the batch
+from growing). :func:`plan_units` lists these units one by one, with one sweep
+per hardware label (a cluster with several GPU types times every model on
+each); :func:`plan_work` merges them back into one :class:`ModelWork` per model
+for launchers that keep a model on one device.
+
+A **shard** ``(index, count)`` keeps a deterministic share of the units: the
+units of the whole plan, in zoo order (each model's sweep, then its chunks),
+are dealt round-robin to ``count`` shards. The share depends only on the zoo
+selection, the prompt count and the chunk size, never on what is stored, so
+``count`` batch jobs running the same command each fill their own store and a
+rerun of one resumes its own share (``hadis-profile merge`` joins the stores).
+
 Results travel as plain data (:class:`~.latency.LatencyPoint`,
 :class:`PromptRecord`): picklable, free of torch tensors, so a worker process
 or a remote worker can send them to the one process that writes the store.
@@ -16,6 +32,7 @@ or a remote worker can send them to the one process that writes the store.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, ParameterError
+
+#: Prompts per unit of work that shards and the cluster launcher hand out.
+DEFAULT_PROMPT_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -36,6 +56,9 @@ class ModelWork:
     stages: bool = False
     #: batch -> LatencyStats already stored on this label (picks the generation batch)
     latency: dict = field(default_factory=dict)
+    #: The hardware label ``batch_sizes`` are timed for and generation samples filed
+    #: under; None: the run's one label.
+    label: str | None = None
 
     @property
     def name(self) -> str:
@@ -138,18 +161,103 @@ def model_record(spec: Any, opts: Any, base_dir: Path) -> dict[str, Any]:
     return record
 
 
-def plan_work(
-    store: Any, zoo: Any, opts: Any, label: str, n_prompts: int
-) -> tuple[list[ModelWork], int]:
-    """(one :class:`ModelWork` per zoo model, units already done) from what the store holds."""
-    works, skipped = [], 0
-    for spec in zoo:
-        sizes, lat_done = (
-            latency_todo(store, spec.name, label, opts.batch_sizes) if opts.latency else ([], 0)
+def check_shard(shard: tuple[int, int] | None) -> None:
+    """Refuse a shard that is not ``(index, count)`` with ``0 <= index < count``."""
+    if shard is None:
+        return
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ParameterError(
+            "shard", f"{{param}} {index}/{count} must be I/N with 0 <= I < N (e.g. 0/4)."
         )
-        done = store.done_prompts(spec.name, opts.images_per_prompt) if opts.quality else set()
-        todo = [i for i in range(n_prompts) if i not in done] if opts.quality else []
-        known = stored_latency(store, spec.name, label)
-        works.append(ModelWork(spec, tuple(sizes), tuple(todo), bool(opts.stages), known))
-        skipped += lat_done + len(done)
+
+
+def check_chunk(chunk: int) -> None:
+    if int(chunk) < 1:
+        raise ParameterError("prompt_chunk", f"{{param}} must be at least 1, not {chunk}.")
+
+
+def in_shard(slot: int, shard: tuple[int, int] | None) -> bool:
+    """Whether the unit at ``slot`` of the whole plan belongs to ``shard`` (round-robin)."""
+    return shard is None or slot % shard[1] == shard[0]
+
+
+def plan_units(
+    store: Any,
+    zoo: Any,
+    opts: Any,
+    labels: Sequence[str],
+    n_prompts: int,
+    *,
+    shard: tuple[int, int] | None = None,
+    chunk: int = DEFAULT_PROMPT_CHUNK,
+) -> tuple[list[ModelWork], int]:
+    """(the units left, units already done), in zoo order; see the module docstring.
+
+    Per model: one sweep unit per label with batch sizes left on it (stage
+    timings ride on the first), then one unit per prompt chunk with prompts
+    left. A sweep unit carries its label and the latency stored on it; a chunk
+    unit has neither (whoever runs it knows its own label). Units outside
+    ``shard`` are neither listed nor counted as done.
+    """
+    check_shard(shard)
+    check_chunk(chunk)
+    n_chunks = math.ceil(n_prompts / chunk)
+    units: list[ModelWork] = []
+    skipped = 0
+    for m, spec in enumerate(zoo):
+        base = m * (n_chunks + 1)  # the model's sweep slot; its chunks follow
+        if in_shard(base, shard):
+            stages = bool(opts.stages)
+            for label in labels:
+                sizes, done = (
+                    latency_todo(store, spec.name, label, opts.batch_sizes)
+                    if opts.latency
+                    else ([], 0)
+                )
+                skipped += done
+                if sizes or stages:
+                    known = stored_latency(store, spec.name, label)
+                    units.append(ModelWork(spec, tuple(sizes), (), stages, known, label))
+                    stages = False
+        if not opts.quality:
+            continue
+        done_ids = store.done_prompts(spec.name, opts.images_per_prompt)
+        for c in range(n_chunks):
+            if not in_shard(base + 1 + c, shard):
+                continue
+            ids = range(c * chunk, min(n_prompts, (c + 1) * chunk))
+            todo = tuple(i for i in ids if i not in done_ids)
+            skipped += len(ids) - len(todo)
+            if todo:
+                units.append(ModelWork(spec, prompt_ids=todo))
+    return units, skipped
+
+
+def plan_work(
+    store: Any,
+    zoo: Any,
+    opts: Any,
+    label: str,
+    n_prompts: int,
+    *,
+    shard: tuple[int, int] | None = None,
+    chunk: int = DEFAULT_PROMPT_CHUNK,
+) -> tuple[list[ModelWork], int]:
+    """(one :class:`ModelWork` per zoo model, units already done) from what the store holds:
+    :func:`plan_units` on one label, each model's units merged back together."""
+    units, skipped = plan_units(store, zoo, opts, [label], n_prompts, shard=shard, chunk=chunk)
+    works = []
+    for spec in zoo:
+        mine = [u for u in units if u.name == spec.name]
+        works.append(
+            ModelWork(
+                spec,
+                tuple(b for u in mine for b in u.batch_sizes),
+                tuple(i for u in mine for i in u.prompt_ids),
+                any(u.stages for u in mine),
+                stored_latency(store, spec.name, label),
+                label,
+            )
+        )
     return works, skipped

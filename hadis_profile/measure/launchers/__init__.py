@@ -7,10 +7,13 @@ somewhere, handing every finished unit to the run's
 writer of the store). The launchers differ only in *where* jobs run:
 
 * :mod:`.inprocess`: here, one model after another (``run``);
-* :mod:`.local`: one spawned worker process per local device (``run --devices``).
+* :mod:`.local`: one spawned worker process per local device (``run --devices``);
+* :mod:`.ray`: one actor per GPU of a Ray cluster, fed unit by unit
+  (``run --launcher ray``; its actors are :mod:`.ray_worker`).
 
-Launchers never decide what to measure (the store and :func:`plan_work` do)
-nor how (the job does), so a new one (a cluster scheduler) is one module more.
+Launchers never decide what to measure (the store and :func:`plan_work` /
+:func:`plan_units` do) nor how (the job does), so a new one (another cluster
+scheduler) is one module more.
 """
 
 from __future__ import annotations
