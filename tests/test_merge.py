@@ -355,3 +355,43 @@ def test_three_shards_merge_into_the_unsharded_run(tmp_path):
     with RunStore.open(tmp_path / "merged") as m:
         assert [p["shard"]["index"] for p in m.provenance["merged_from"]] == [0, 1, 2]
         assert "shard" not in m.provenance
+
+
+def test_merge_leaves_its_sources_untouched_and_waits_for_no_other_writer(full_run, tmp_path):
+    """Sources are read read-only (byte for byte the same after); the target is one
+    writer's: a process holding its lock makes the merge refuse, leaving nothing behind."""
+    import subprocess
+    import sys
+
+    half = "{model} IN ('synthetic-lightning-2step', 'synthetic-medium-50step')"
+    a = _split(full_run, tmp_path / "a", half)
+    b = _split(full_run, tmp_path / "b", f"NOT ({half})")
+
+    def snapshot(run: Path) -> dict:
+        return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+    before = {r: snapshot(r) for r in (a, b)}
+    target = tmp_path / "m"
+    target.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom hadis_profile.store.lock import write_lock\n"
+            "write_lock(sys.argv[1], 'run').acquire()\nprint('held', flush=True)\ntime.sleep(60)",
+            str(target),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(HadisError, match=f"PID {holder.pid}"):
+            merge_runs([a, b], target)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (target / "store.sqlite").exists()
+    merge_runs([a, b], target)  # the lock's holder is gone: the merge goes through
+    assert _dump(target) == _dump(full_run)
+    assert {r: snapshot(r) for r in (a, b)} == before

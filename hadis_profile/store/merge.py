@@ -34,7 +34,7 @@ from hadis_profile.errors import HadisError, ParameterError
 from hadis_profile.fileio import atomic_dir
 from hadis_profile.store.catalogue import same_checkpoint
 from hadis_profile.store.core import now_utc
-from hadis_profile.store.lock import write_lock
+from hadis_profile.store.lock import LOCK_NAME, write_lock
 from hadis_profile.store.run_store import RunStore
 
 #: Provenance entries that are one dictionary per model or scorer: merged key by key.
@@ -64,7 +64,7 @@ def merge_runs(sources: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
         raise ParameterError("sources", "{param} must name at least one run to merge.")
     if len({p.resolve() for p in paths}) < len(paths):
         raise ParameterError("sources", "{param} names one run twice.")
-    if target.exists() and (target.is_file() or any(target.iterdir())):
+    if target.exists() and (target.is_file() or any(e.name != LOCK_NAME for e in target.iterdir())):
         raise ParameterError("out", f"{{param}} {target} already exists; merge into a new folder.")
     stores: list[RunStore] = []
     created = not target.exists()
