@@ -10,8 +10,12 @@ Two sources, so that the demo works everywhere:
 * synthetic: :mod:`hadis_profile.synthetic`'s measurement set; no torch needed.
 
 Each call starts a fresh demo run under ``out/run`` (only a folder that holds a
-run store is ever replaced), writes ``out/table.json`` and ``out/pareto.png``,
-and resolves a serving plan for a load the table can serve.
+run store is ever replaced), writes ``out/table.json``, ``out/pareto.png`` and
+the HTML report ``out/report/index.html``, and resolves a serving plan for a
+load the table can serve. The tiny run computes the router's features (spaCy,
+brought by the ``measure`` extra) and saves its images, so the table holds
+cascades that use the router and the discriminator together (r > 0 and d > 0)
+and the report shows a contact sheet.
 """
 
 from __future__ import annotations
@@ -41,17 +45,21 @@ DEMO_PROMPTS = (
 )
 #: How many prompts the tiny demo takes: at least two, at most the built-in list.
 TINY_PROMPTS = (2, len(DEMO_PROMPTS))
+#: How many prompts the synthetic demo takes (a bound, not a default: 200).
+SYNTHETIC_PROMPTS = (1, 100_000)
 
 
 def _fresh_run_dir(path: Path) -> None:
     from hadis_profile.store import DB_NAME
+    from hadis_profile.store.lock import write_lock
 
     if path.exists():
         if not (path / DB_NAME).exists():
             raise ParameterError(
                 "out", f"{path} exists and is not a run folder; choose another {{param}}."
             )
-        shutil.rmtree(path)
+        with write_lock(path, "demo"):  # refused while another process writes that run
+            shutil.rmtree(path)
 
 
 def pick_source(source: str) -> str:
@@ -88,12 +96,14 @@ def run_demo(
     gpus: int = 4,
     console: Any = None,
 ) -> tuple[Path, Any, dict[str, float]]:
-    """Build a demo run, compile it, plot it, resolve it: (table path, Plan, request).
+    """Build a demo run, compile it, plot it, report it, resolve it: (table path, Plan,
+    request); the report is ``out/report/index.html``.
 
     The table is compiled exactly as ``hadis-profile pareto`` compiles a run
     (:func:`hadis_profile.pareto.compile_run`).
     """
     from hadis_profile.pareto import compile_run
+    from hadis_profile.report.html import write_report
     from hadis_profile.report.plots import plot_pareto
     from hadis_profile.resolve import load_table, resolve
     from hadis_profile.table import write_table
@@ -101,19 +111,23 @@ def run_demo(
     out = Path(out)
     run_dir = out / "run"
     source = pick_source(source)
-    lo, hi = TINY_PROMPTS if source == "tiny" else (1, None)
+    lo, hi = TINY_PROMPTS if source == "tiny" else SYNTHETIC_PROMPTS
     if n_prompts is not None and (n_prompts < lo or (hi is not None and n_prompts > hi)):
         allowed = f"from {lo} to {hi}" if hi is not None else f"at least {lo}"
         raise ParameterError(
             "n_prompts", f"{{param}} must be {allowed} for the {source} demo, not {n_prompts}."
         )
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise ParameterError(
+            "gpus", f"{{param}} must be a whole number of at least 1, not {gpus!r}."
+        )
     _fresh_run_dir(run_dir)  # only after every argument is known to be good
     out.mkdir(parents=True, exist_ok=True)
     if console is not None:
-        from rich.markup import escape
+        from hadis_profile.termtext import esc
 
         console.print(
-            f"[bold]demo[/]: {source} measurements into {escape(str(run_dir))}", highlight=False
+            f"[bold]demo[/]: {source} measurements into {esc(str(run_dir))}", highlight=False
         )
     if source == "tiny":
         quality = _tiny_run(out, run_dir, n_prompts or 8, console)
@@ -127,6 +141,7 @@ def run_demo(
     write_table(table_path, doc)
     table = load_table(table_path)
     plot_pareto(table, out / "pareto.png")
+    write_report(run_dir, out / "report", table=table, gpus=gpus)
     request = demo_request(table, gpus)
     plan = resolve(table, **request)
     return table_path, plan, request
@@ -153,6 +168,7 @@ def _tiny_run(out: Path, run_dir: Path, n_prompts: int, console: Any) -> str:
         reps=5,
         device="cpu",
         discriminator="clip",
+        save_images=True,  # 32x32 PNGs: the report's contact sheet
         threads=1,
     )
     report = run_profile(opts, console=console)

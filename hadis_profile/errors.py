@@ -11,10 +11,18 @@ naming the Python parameter (``batch_sizes``); the CLI, which knows which flag
 fed that parameter, rewrites the sentence to name the flag (``--batch-sizes``).
 Only the CLI raises :class:`UsageError`.
 
-Exit codes (documented in the README): 0 success, 1 :class:`HadisError` (the
-data or the environment stopped the command), 2 :class:`InputError` (the
-command line or an input file is wrong), 3 an infeasible ``resolve``, 130
-interrupted.
+Exit codes (documented in the README and docs/limits.md), one per kind of problem:
+
+* 0 success;
+* 1 :class:`HadisError`: the inputs are well-formed but the command cannot be
+  done with them, or the environment stopped it (a model that failed to
+  measure, a metric the run lacks, a full disk, a run folder another process
+  is writing);
+* 2 :class:`InputError` (and :class:`ParameterError`, :class:`UsageError`): the
+  command line is wrong, or a file or folder it names is missing, malformed
+  or beyond a documented limit (:mod:`hadis_profile.limits`);
+* 3 ``resolve`` found no plan that meets the request (it prints the fallback);
+* 130 interrupted (Ctrl-C); everything committed so far is kept.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, InputError
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def info(metric_id: str) -> MetricInfo:
         return KNOWN_SCORERS[scorer_of(metric_id)]
     except KeyError:
         known = ", ".join(sorted(KNOWN_SCORERS))
-        raise HadisError(
+        raise InputError(
             f"Unknown metric '{metric_id}': its scorer must be one of {known}."
         ) from None
 
@@ -59,5 +59,5 @@ def resolve_metric(requested: str | None, available: list[str]) -> str:
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise HadisError(f"Metric '{requested}' is ambiguous; choose one of {', '.join(matches)}.")
-    raise HadisError(f"Unknown metric '{requested}': this run has {', '.join(available)}.")
+        raise InputError(f"Metric '{requested}' is ambiguous; choose one of {', '.join(matches)}.")
+    raise InputError(f"Unknown metric '{requested}': this run has {', '.join(available)}.")

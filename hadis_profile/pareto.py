@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hadis_profile.errors import HadisError, ParameterError
+from hadis_profile.limits import MAX_GRID_STEPS, at_most
 
 if TYPE_CHECKING:
     from hadis_profile.measurements import Measurements
@@ -314,6 +315,7 @@ def _check_sweep_options(pairs: str, grid: int) -> None:
         raise ParameterError(
             "grid", f"{{param}} must be a whole number of at least 1, not {grid!r}."
         )
+    at_most("grid", int(grid), MAX_GRID_STEPS, "steps per axis")
 
 
 def compile_table(
@@ -542,7 +544,7 @@ def compile_run(
     from hadis_profile.store import RunStore
 
     _check_sweep_options(pairs, grid)  # before opening the run: fail fast, touch nothing
-    with RunStore.open(run_dir) as store:
+    with RunStore.open(run_dir, readonly=True) as store:
         meas = measurements_for(store, confidence=confidence)
     return compile_table(
         meas,

@@ -19,6 +19,11 @@ Formats, chosen by extension:
 whitespace, drop blanks, de-duplicate (first occurrence kept), ``limit`` (keep
 the first N), then ``sample`` (N of those at random with ``seed``, kept in file
 order).
+
+Bounds (:mod:`hadis_profile.limits`): a file of at most
+:data:`~hadis_profile.limits.MAX_PROMPT_FILE_BYTES`, at most
+:data:`~hadis_profile.limits.MAX_PROMPTS` records, each prompt at most
+:data:`~hadis_profile.limits.MAX_PROMPT_CHARS` characters.
 """
 
 from __future__ import annotations
@@ -33,8 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hadis_profile.errors import HadisError, InputError, ParameterError
-from hadis_profile.fileio import sha256_text
+from hadis_profile.errors import InputError, ParameterError
+from hadis_profile.fileio import read_bytes, sha256_text
+from hadis_profile.limits import (
+    MAX_PROMPT_CHARS,
+    MAX_PROMPT_FILE_BYTES,
+    MAX_PROMPTS,
+    at_most,
+    check_file_size,
+)
 
 __all__ = [
     "DEFAULT_COLUMNS",
@@ -101,9 +113,9 @@ class PromptSet:
 
 
 def _decode(path: Path, encoding: str, errors: str) -> str:
-    data = path.read_bytes()
+    data = read_bytes(path, "prompt file", MAX_PROMPT_FILE_BYTES)
     if not data:
-        raise HadisError(f"Prompt file {path} is empty.")
+        raise InputError(f"Prompt file {path} is empty.")
     try:
         text = data.decode(encoding, errors=errors)
     except UnicodeDecodeError as e:
@@ -168,6 +180,13 @@ def _read_delimited(path: Path, text: str, column: str | None, tsv: bool) -> tup
         rows = (line.split("\t") for line in _lines(text))
     else:
         rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _delimited_values(path, rows, column, tsv)
+    except csv.Error as e:  # a NUL byte, a field over csv's size limit, a stray quote
+        raise InputError(f"{path.name} is not a readable CSV file ({e}).") from None
+
+
+def _delimited_values(path: Path, rows: Any, column: str | None, tsv: bool) -> tuple[list, str]:
     header: list[str] | None = None
     idx = 0
     name = ""
@@ -176,7 +195,7 @@ def _read_delimited(path: Path, text: str, column: str | None, tsv: bool) -> tup
         if header is None:
             header = [h.strip() for h in row]
             if not any(header):
-                raise HadisError(
+                raise InputError(
                     f"{path.name} starts with an empty line; line 1 must be the header."
                 )
             name = _pick_column(path, header, column)
@@ -187,13 +206,13 @@ def _read_delimited(path: Path, text: str, column: str | None, tsv: bool) -> tup
             continue
         if idx >= len(row):
             kind = "tab-separated fields" if tsv else "fields"
-            raise HadisError(
+            raise InputError(
                 f"{path.name} line {lineno} has {len(row)} {kind} but column {name!r} is "
                 f"number {idx + 1}."
             )
         values.append(row[idx])
     if header is None:
-        raise HadisError(f"Prompt file {path} is empty.")
+        raise InputError(f"Prompt file {path} is empty.")
     return values, name
 
 
@@ -217,12 +236,16 @@ def _read_jsonl(path: Path, text: str, column: str | None) -> tuple[list, str | 
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise HadisError(f"{path.name} line {lineno} is not valid JSON ({e.msg}).") from None
+            raise InputError(f"{path.name} line {lineno} is not valid JSON ({e.msg}).") from None
+        except (ValueError, RecursionError):  # a 5,000-digit number, [[[[... nested too deep
+            raise InputError(
+                f"{path.name} line {lineno} holds a number too long or lists nested too deep."
+            ) from None
         if isinstance(obj, str) and column is None:
             values.append(obj)
             continue
         if not isinstance(obj, dict):
-            raise HadisError(
+            raise InputError(
                 f"{path.name} line {lineno} holds {_json_kind(obj)}; each line must be "
                 "an object with a prompt field (or a bare string)."
             )
@@ -230,7 +253,7 @@ def _read_jsonl(path: Path, text: str, column: str | None) -> tuple[list, str | 
             key = _pick_column(path, list(obj), column)
         value = obj[key]
         if value is not None and not isinstance(value, str):
-            raise HadisError(
+            raise InputError(
                 f"{path.name} line {lineno}: {key!r} holds {_json_kind(value)}, not a string."
             )
         values.append(value)
@@ -241,17 +264,23 @@ def _read_parquet(path: Path, column: str | None) -> tuple[list, str]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise HadisError(
+        raise InputError(
             "Reading .parquet prompt files needs pyarrow: pip install 'hadis-profile[parquet]'."
         ) from None
     import pyarrow as pa
 
     try:
+        meta = pq.read_metadata(path)
+        if meta.num_rows > MAX_PROMPTS:
+            raise InputError(
+                f"{path.name} has {meta.num_rows:,} rows, more than the limit of "
+                f"{MAX_PROMPTS:,} prompts."
+            )
         schema = pq.read_schema(path)
         name = _pick_column(path, schema.names, column)
         table = pq.read_table(path, columns=[name])
     except (pa.ArrowException, OSError) as e:
-        raise HadisError(f"{path.name} is not a readable parquet file ({e}).") from None
+        raise InputError(f"{path.name} is not a readable parquet file ({e}).") from None
     col = table.column(name)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         raise InputError(f"{path.name} column {name!r} holds {col.type}, not strings.")
@@ -285,6 +314,8 @@ def load_prompts(
     for name, value in (("limit", limit), ("sample", sample)):
         if value is not None and value < 1:
             raise ParameterError(name, f"{{param}} must be at least 1 (got {value}).")
+        if value is not None:
+            at_most(name, value, MAX_PROMPTS, "prompts")
     _check_codec(encoding, errors)
     if ext not in SUPPORTED_EXTENSIONS:
         raise InputError(
@@ -299,6 +330,7 @@ def load_prompts(
         raise InputError(f"Prompt file {p} does not exist.")
     if not p.is_file():
         raise InputError(f"Prompt path {p} is not a file.")
+    check_file_size(p, MAX_PROMPT_FILE_BYTES, "prompt file")
 
     chosen: str | None = None
     raw: list[Any]
@@ -313,12 +345,22 @@ def load_prompts(
         else:
             raw, chosen = _read_jsonl(p, text, column)
 
+    if len(raw) > MAX_PROMPTS:
+        raise InputError(
+            f"Prompt file {p} has {len(raw):,} records, more than the limit of {MAX_PROMPTS:,}."
+        )
     cleaned = [v.strip() for v in raw if v is not None]
+    long = next((i for i, v in enumerate(cleaned) if len(v) > MAX_PROMPT_CHARS), None)
+    if long is not None:
+        raise InputError(
+            f"Prompt file {p} holds a prompt of {len(cleaned[long]):,} characters (prompt "
+            f"{long + 1}), more than the limit of {MAX_PROMPT_CHARS:,}."
+        )
     kept_nonblank = [v for v in cleaned if v]
     n_blank = len(raw) - len(kept_nonblank)
     if not kept_nonblank:
         why = " (only blank ones)" if raw else ""
-        raise HadisError(f"Prompt file {p} has no prompts{why}; there is nothing to profile.")
+        raise InputError(f"Prompt file {p} has no prompts{why}; there is nothing to profile.")
     unique = list(dict.fromkeys(kept_nonblank)) if dedup else kept_nonblank
     texts = unique[:limit] if limit is not None else unique
     if sample is not None:

@@ -139,6 +139,29 @@ class CascadeTable:
     def from_document(cls, document: Any, source: str = "<memory>") -> CascadeTable:
         return cls(document, source)
 
+    def to_frame(self) -> Any:
+        """The rows as a pandas DataFrame, cheapest first (pandas imported here only).
+
+        One column per row field; ``fractions`` flattened to ``fraction_direct``,
+        ``fraction_escalated``, ``fraction_light``, ``fraction_load_light`` and
+        ``fraction_load_heavy``; one column per quality metric, named by its id.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise HadisError(
+                "CascadeTable.to_frame needs pandas; install it with "
+                "pip install 'hadis-profile[frames]'."
+            ) from None
+        metrics = list(dict.fromkeys(m for r in self.rows for m in r["quality"]))
+        records = []
+        for r in self.rows:
+            rec = {k: v for k, v in r.items() if k not in ("fractions", "quality")}
+            rec.update({f"fraction_{k}": v for k, v in r["fractions"].items()})
+            rec.update({m: r["quality"].get(m) for m in metrics})
+            records.append(rec)
+        return pd.DataFrame.from_records(records)
+
 
 def check_document(doc: Any, source: str = "<memory>") -> None:
     """The one table check (steps 2-6 of the module doc); one sentence naming the problem."""
@@ -183,7 +206,7 @@ def _short(value: Any) -> str:
 def load_table(path: str | os.PathLike) -> CascadeTable:
     """Read and verify a table file (the module doc's steps 1-6); any problem is one sentence."""
     p = Path(path)
-    data = read_bytes(p, "table file", max_bytes=MAX_TABLE_BYTES)
+    data = read_bytes(p, "table file", MAX_TABLE_BYTES)
     return CascadeTable(parse_json(data, str(p)), str(p))
 
 

@@ -442,38 +442,6 @@ def _entry_label(index: int, entry: Any) -> str:
     return f"entry #{index + 1}"
 
 
-class _UniqueKeyLoader:
-    """Build (lazily, to keep ``import hadis_profile.zoo`` light) a SafeLoader that
-    rejects duplicate mapping keys, which plain YAML silently resolves to the last."""
-
-    _cls: Any = None
-
-    @classmethod
-    def get(cls) -> Any:
-        if cls._cls is None:
-            import yaml
-
-            class Loader(yaml.SafeLoader):
-                pass
-
-            def construct_mapping(loader: Any, node: Any, deep: bool = False) -> dict:
-                seen: set[Any] = set()
-                for key_node, _ in node.value:
-                    key = loader.construct_object(key_node, deep=deep)
-                    if key in seen:
-                        raise yaml.constructor.ConstructorError(
-                            None, None, f"duplicate key {key!r}", key_node.start_mark
-                        )
-                    seen.add(key)
-                return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-            Loader.add_constructor(
-                yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping
-            )
-            cls._cls = Loader
-        return cls._cls
-
-
 def _sentence(origin: str, problems: list[str]) -> str:
     if len(problems) == 1:
         return f"{origin}: {problems[0]}."
@@ -568,24 +536,13 @@ def parse_zoo(data: Any, origin: str = "the zoo", path: Path | None = None) -> Z
 
 
 def load_zoo(path: str | Path) -> Zoo:
-    """Read and validate a zoo YAML file; every problem becomes one ``InputError`` sentence."""
-    import yaml
+    """Read and validate a zoo YAML file; every problem becomes one ``InputError`` sentence.
+
+    The YAML is read within the bounds of :func:`hadis_profile.yamlio.load_yaml`
+    (file size, nesting depth, aliases), so a hostile file costs nothing.
+    """
+    from hadis_profile.yamlio import read_yaml_file
 
     p = Path(path)
-    origin = str(p)
-    if not p.exists():
-        raise InputError(f"Zoo file {origin} does not exist.")
-    if not p.is_file():
-        raise InputError(f"Zoo path {origin} is not a file.")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{origin} is not UTF-8 text (byte {e.start}).") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader.get())  # a SafeLoader subclass
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise InputError(f"{origin} is not valid YAML{where}: {what}.") from None
-    return parse_zoo(data, origin=origin, path=p)
+    data = read_yaml_file(p, "zoo file")
+    return parse_zoo(data, origin=str(p), path=p)

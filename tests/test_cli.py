@@ -64,8 +64,9 @@ def test_help_lists_every_verb_without_importing_heavy_libraries():
 def test_usage_errors_exit_2_and_user_errors_exit_1_in_one_line(tmp_path):
     res = run("no-such-verb")
     assert res.returncode == 2
+    # a missing input file is a mistake on the command line, like a bad flag: exit 2
     res = run("resolve", str(tmp_path / "missing.json"), "--qps", "1", "--slo", "1", "--gpus", "1")
-    assert res.returncode == 1
+    assert res.returncode == 2
     assert "Traceback" not in res.stderr
     assert res.stderr.strip().count("\n") == 0 and "does not exist" in res.stderr
 
@@ -198,7 +199,8 @@ def test_every_command_names_flags_in_library_errors():
 
     found = dict(leaves(typer.main.get_command(app)))
     assert {" ".join(p) for p in found} == {
-        *("run", "export", "pareto", "validate", "show", "resolve", "simulate", "demo"),
+        *("run", "export", "migrate", "pareto", "validate", "show", "resolve", "simulate"),
+        *("report", "demo"),
         *("import hadis-reference", "import files", "prompts inspect"),
         *("router features", "router score", "router fit", "discriminator train"),
         *("discriminator score", "zoo validate", "zoo list", "zoo tiny"),

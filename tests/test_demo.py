@@ -113,7 +113,8 @@ def test_demo_refuses_bad_arguments_before_touching_anything(tmp_path):
     res = cli("demo", "--out", str(tmp_path / "other"), "--source", "synthetic", "--prompts", "0")
     assert res.returncode == 2
     assert (
-        res.stderr.strip() == "error: --prompts must be at least 1 for the synthetic demo, not 0."
+        res.stderr.strip()
+        == "error: --prompts must be from 1 to 100000 for the synthetic demo, not 0."
     )
     assert not (tmp_path / "other").exists()
 
@@ -130,4 +131,25 @@ def test_demo_table_is_what_pareto_compiles_from_its_run(tmp_path):
     assert json.loads(again.read_text())["payload"] == demo_doc["payload"]
     assert demo_doc["payload"]["provenance"]["discriminator"] == {
         "scorer_id": "confidence:synthetic"
+    }
+
+
+def test_tiny_demo_shows_the_hybrid_and_ends_with_its_report(tmp_path):
+    """The README's first command: the router runs (spaCy from the measure extra), the table
+    has cascades using router and discriminator together, and the last line names the report."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("spacy")
+    res = cli("demo", "--out", str(tmp_path), "--source", "tiny")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "router skipped" not in res.stdout + res.stderr
+    with RunStore.open(tmp_path / "run") as store:
+        assert store.router() is not None
+        assert len(store.saved_images()) == 4 * 8 * 2  # models x prompts x images
+    table = load_table(tmp_path / "table.json")
+    assert any(r["r"] > 0 and r["d"] > 0 for r in table.rows)
+    assert all("/" not in m and str(tmp_path) not in m for m in table.provenance["metrics"])
+    index = tmp_path / "report" / "index.html"
+    assert res.stdout.strip().splitlines()[-1].endswith(str(index))
+    assert {"contact-sheet.png", "gains.png", "pareto.png"} <= {
+        p.name for p in (tmp_path / "report" / "figures").iterdir()
     }

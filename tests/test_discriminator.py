@@ -32,6 +32,7 @@ from hadis_profile.measure import discriminator as MD  # noqa: E402
 from hadis_profile.measure import discriminator_run as DR  # noqa: E402
 from hadis_profile.measure import encoder as E  # noqa: E402
 from hadis_profile.measure import profiler as P  # noqa: E402
+from hadis_profile.measure.pipelines import content_hash  # noqa: E402
 from hadis_profile.pareto import choose_confidence_scorer, measurements_for  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 
@@ -363,7 +364,7 @@ def test_score_cli_writes_one_confidence_per_image_and_pareto_records_it(
     assert disc["metrics"]["val_auc"] == trained.metadata["metrics"]["val_auc"]
 
     # the profiler's CLIP confidence is still selectable, and the table says so
-    clip_id = f"clip_confidence:{world['tz'].clip_path}"
+    clip_id = f"clip_confidence:clip@{content_hash(world['tz'].clip_path)[:12]}"
     code, _, err = cli(
         capsys, "pareto", "--run", run, "-o", tmp_path / "c.json", "--confidence", "clip_conf"
     )
@@ -394,7 +395,8 @@ def test_proxy_and_plugin_kinds(world, tmp_path, capsys, monkeypatch):
         "tiny-sd1-light",
     )
     assert code == 0, err
-    assert f"Scored 12 images under pick_confidence:{tz.pickscore_path}" in out
+    pick = f"pickscore@{content_hash(tz.pickscore_path)[:12]}"  # portable: name + content hash
+    assert f"Scored 12 images under pick_confidence:{pick}" in out
     (tmp_path / "my_disc_plugin.py").write_text(
         "def brightness(images, prompts):\n"
         "    return [float(im.float().mean()) / 255 for im in images]\n"
@@ -509,7 +511,7 @@ def test_bad_heads_and_encoders_are_one_sentence(world, trained, tmp_path, capsy
     code, _, err = cli(capsys, *score, "--head", junk)
     assert "is not a hadis-profile discriminator head" in one_line_error(code, err)
     code, _, err = cli(capsys, *score, "--head", tmp_path / "missing.safetensors")
-    assert "does not exist" in one_line_error(code, err)
+    assert "does not exist" in one_line_error(code, err, expect=2)  # a file it names: 2
     code, _, err = cli(capsys, *score)  # learned without a head
     assert "--head" in one_line_error(code, err, expect=2)
     code, _, err = cli(capsys, *score, "--kind", "clip", "--head", trained.head_path)

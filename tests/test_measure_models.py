@@ -18,7 +18,7 @@ from hadis_profile.errors import HadisError  # noqa: E402
 from hadis_profile.measure import latency as L  # noqa: E402
 from hadis_profile.measure import scorers as S  # noqa: E402
 from hadis_profile.measure.generate import generate_images, image_seed  # noqa: E402
-from hadis_profile.measure.pipelines import call_kwargs, load_pipeline  # noqa: E402
+from hadis_profile.measure.pipelines import call_kwargs, content_hash, load_pipeline  # noqa: E402
 from hadis_profile.zoo import load_zoo, parse_zoo  # noqa: E402
 
 PROMPTS = ["a photo of a cat", "an astronaut riding a horse on the moon, detailed", "red"]
@@ -285,7 +285,9 @@ def test_clip_score_equals_torchmetrics(clip_scorer):
     np.testing.assert_allclose(
         100 * clip_scorer.cosine(list(imgs), prompts), raw.detach().numpy(), rtol=0, atol=1e-5
     )
-    assert clip_scorer.metric_id == f"clip_score:{tiny_zoo().clip_path}"
+    # A local checkpoint is named by its folder and content hash, not its machine path.
+    clip_hash = content_hash(tiny_zoo().clip_path)[:12]
+    assert clip_scorer.metric_id == f"clip_score:clip@{clip_hash}"
     assert (ours >= 0).all() and (ours == 0).any() and (ours > 0).any()
 
 
@@ -305,7 +307,7 @@ def test_pickscore_equals_hand_computation():
             te = model.get_text_features(**tx)
             cos = float((ie / ie.norm()) @ (te / te.norm()).T)
             assert ours[i] == pytest.approx(float(model.logit_scale.exp()) * cos, abs=1e-4)
-    assert scorer.metric_id == f"pick_score:{tz.pickscore_path}"
+    assert scorer.metric_id == f"pick_score:pickscore@{content_hash(tz.pickscore_path)[:12]}"
 
 
 def test_confidence_overhead_and_clip_features(clip_scorer):

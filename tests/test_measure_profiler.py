@@ -19,6 +19,7 @@ from hadis_profile.cli import app  # noqa: E402
 from hadis_profile.errors import HadisError  # noqa: E402
 from hadis_profile.measure import profiler as P  # noqa: E402
 from hadis_profile.measure.generate import image_seed  # noqa: E402
+from hadis_profile.measure.pipelines import content_hash  # noqa: E402
 from hadis_profile.report.runs import render_run  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 
@@ -78,7 +79,8 @@ def test_full_run_fills_the_store_and_compiles(tmp_path, prompts_file):
         assert set(prov["stages"]) == set(MODELS)
         # Every scorer and the discriminator have a measured per-image cost.
         overhead = prov["scorer_overhead_s_per_image"]
-        assert set(overhead) == {f"clip_score:{tz.clip_path}", report_disc_id(store)}
+        clip = f"clip@{content_hash(tz.clip_path)[:12]}"  # portable: folder name + content
+        assert set(overhead) == {f"clip_score:{clip}", report_disc_id(store)}
         assert all(0 < v < 10 for v in overhead.values())
         for name in MODELS:
             lat = store.latency(name, "cpu")
@@ -93,7 +95,7 @@ def test_full_run_fills_the_store_and_compiles(tmp_path, prompts_file):
             assert lat[2].p95_s == pytest.approx(float(np.percentile(every, 95)), rel=1e-12)
             assert store.done_prompts(name, 2) == {0, 1, 2}
         meas = store.load_measurements()
-        assert set(meas.reference_stats) == {f"clip:{tz.clip_path}"}
+        assert set(meas.reference_stats) == {f"clip:{clip}"}
         store.export(tmp_path / "export")
     with open(tmp_path / "export" / "images.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["model"] == MODELS[0]]
@@ -102,8 +104,8 @@ def test_full_run_fills_the_store_and_compiles(tmp_path, prompts_file):
         assert int(r["seed"]) == image_seed(0, int(r["prompt_id"]), int(r["seed_index"]))
         assert (opts.out / r["path"]).is_file()
     m = meas.models[MODELS[0]]
-    assert m.quality[f"clip_score:{tz.clip_path}"].shape == (3,)
-    assert m.confidence.shape == (3,) and m.features[f"clip:{tz.clip_path}"].shape == (3, 2, 16)
+    assert m.quality[f"clip_score:{clip}"].shape == (3,)
+    assert m.confidence.shape == (3,) and m.features[f"clip:{clip}"].shape == (3, 2, 16)
     assert meas.ordered_models() == MODELS  # 2 steps is cheaper than 16 CFG steps
     doc = compile_table(meas)
     assert doc["payload"]["rows"]
@@ -319,7 +321,7 @@ def test_dry_run_estimates_gpu_time_from_a_probe(tmp_path, prompts_file, monkeyp
         assert m.estimate_s == pytest.approx(expected, rel=1e-9)
     assert report.estimate_s == pytest.approx(sum(m.estimate_s for m in report.models))
     text = _render(report)
-    assert "probe s/img" in text and "est. hours" in text
+    assert "s/img" in text and "est. h" in text
     assert f"Estimated GPU time: {report.estimate_s / 3600:.3g} h" in text
     assert f"upper bound at batch size 1; from a probe on {report.device_name})" in text
 

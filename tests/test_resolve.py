@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from hadis_profile import resolve_engine
 from hadis_profile import resolve_reference as reference
-from hadis_profile.errors import HadisError, ParameterError
+from hadis_profile.errors import EXIT_INFEASIBLE, HadisError, ParameterError
 from hadis_profile.resolve import Plan, Resolver, load_table, resolve
 from hadis_profile.table import CascadeTable, make_document, write_table
 
@@ -757,5 +757,5 @@ def test_cli_resolve(tmp_path):
         app,
         ["resolve", str(path), "--qps", "2", "--slo", "0.5", "--gpus", "8", "--batch-sizes", "1,2"],
     )
-    assert bad.exit_code == 1
+    assert bad.exit_code == EXIT_INFEASIBLE == 3  # its own code, distinct from errors (1, 2)
     assert "below every configuration" in bad.output and "fallback" in bad.output

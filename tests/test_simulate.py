@@ -354,7 +354,7 @@ def test_cli_bad_trace_is_one_sentence(synthetic_run: tuple[Path, Path], tmp_pat
          "--gpus", "4", "--slo", "30", "--trace", str(trace)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a malformed input file, like a malformed flag
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error:") and "not an integer" in proc.stderr
 

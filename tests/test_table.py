@@ -306,12 +306,12 @@ def test_cli_pareto_validate_show(tmp_path, run_dir):
 
 def test_cli_errors_are_one_sentence(tmp_path, run_dir, doc):
     proc = cli("pareto", "--run", str(run_dir), "--out", "t.json", "--quality", "fid", cwd=tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a value the run does not have, like --confidence
     assert "Unknown metric 'fid'" in one_line_error(proc)
     assert not (tmp_path / "t.json").exists()  # nothing written on failure
 
     proc = cli("pareto", "--run", str(tmp_path / "nope"), "--out", "t.json", cwd=tmp_path)
-    assert proc.returncode == 1 and "No run store" in one_line_error(proc)
+    assert proc.returncode == 2 and "No run store" in one_line_error(proc)
 
     proc = cli("pareto", "--run", str(run_dir), "--pairs", "some", cwd=tmp_path)
     assert proc.returncode == 2 and "--pairs" in one_line_error(proc)
@@ -328,4 +328,4 @@ def test_cli_errors_are_one_sentence(tmp_path, run_dir, doc):
     assert proc.returncode == 1 and "does not match the table schema" in one_line_error(proc)
 
     proc = cli("show", "absent.json", cwd=tmp_path)
-    assert proc.returncode == 1 and "does not exist" in one_line_error(proc)
+    assert proc.returncode == 2 and "does not exist" in one_line_error(proc)

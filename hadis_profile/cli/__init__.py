@@ -3,11 +3,12 @@
 One module per verb group, each registering its commands on its own app:
 
 * :mod:`.run`            ``run``: profile a zoo
-* :mod:`.data`           ``import hadis-reference|files``, ``export``
+* :mod:`.data`           ``import hadis-reference|files``, ``export``, ``migrate``
 * :mod:`.router`         ``router features|score|fit``
 * :mod:`.discriminator`  ``discriminator train|score``
 * :mod:`.table`          ``pareto``, ``validate``, ``show``, ``resolve``
 * :mod:`.simulate`       ``simulate``
+* :mod:`.report`         ``report``
 * :mod:`.inputs`         ``zoo validate|list|tiny``, ``prompts inspect``
 * :mod:`.demo`           ``demo``
 * :mod:`.options`        option types, parsers and the flag-naming command class
@@ -16,7 +17,10 @@ Commands import their implementation lazily, so ``hadis-profile --help`` stays
 fast and never imports torch. Decisions live in the library, drawing in
 :mod:`hadis_profile.report`. :func:`main` is the one error handler: a
 :class:`~hadis_profile.errors.HadisError` or a command-line mistake becomes one
-red sentence and its exit code, never a traceback.
+red sentence and its exit code, never a traceback. As a last line of defence
+an ``OSError`` (a path the library did not wrap), a SQLite error or running out
+of memory are one sentence too (exit 1); anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -27,7 +31,17 @@ from typing import Annotated, Any
 import typer
 
 from hadis_profile import __version__
-from hadis_profile.cli import data, demo, discriminator, inputs, router, run, simulate, table
+from hadis_profile.cli import (
+    data,
+    demo,
+    discriminator,
+    inputs,
+    report,
+    router,
+    run,
+    simulate,
+    table,
+)
 from hadis_profile.cli.options import HadisTyper, console, err_console
 from hadis_profile.errors import (
     EXIT_ERROR,
@@ -44,7 +58,7 @@ app = HadisTyper(
     name="hadis-profile",
     help="Profile diffusion models, compile a Pareto cascade table, and resolve serving plans.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     pretty_exceptions_enable=False,
 )
 
@@ -66,8 +80,8 @@ def _root(
     """Profile diffusion models, compile a Pareto cascade table, and resolve serving plans."""
 
 
-# The order of --help: measure, fill, calibrate, compile, serve, check inputs, try it all.
-for _module in (run, data, router, discriminator, table, simulate, inputs, demo):
+# The order of --help: measure, fill, calibrate, compile, serve, look, check inputs, try it all.
+for _module in (run, data, router, discriminator, table, simulate, report, inputs, demo):
     for _sub in _module.apps:
         app.add_typer(_sub)
 
@@ -103,10 +117,24 @@ def main() -> None:
     except typer.Abort:
         render_error(err_console, "Aborted.")
         sys.exit(EXIT_ERROR)
+    except OSError as e:  # the library names its paths; this is the safety net
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        render_error(err_console, f"{e.strerror or e}{where}.")
+        sys.exit(EXIT_ERROR)
+    except MemoryError:
+        render_error(err_console, "Ran out of memory; the input is too large for this machine.")
+        sys.exit(EXIT_ERROR)
     except typer.TyperException as e:  # bad command line, caught by Typer before any command
         if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
             render_error(err_console, _usage_sentence(e))
         sys.exit(getattr(e, "exit_code", EXIT_USAGE))
+    except Exception as e:
+        import sqlite3
+
+        if not isinstance(e, sqlite3.Error):
+            raise
+        render_error(err_console, f"A run store could not be read or written: {e}.")
+        sys.exit(EXIT_ERROR)
     if code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into this exit code
         say(err_console, "Interrupted; everything finished so far is saved.")
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -197,9 +197,34 @@ def export_cmd(
     ] = None,
 ) -> None:
     """Export every table of a run as CSV or parquet files, one per table."""
+    from hadis_profile.fileio import check_output_dir
     from hadis_profile.report.terminal import render_export
     from hadis_profile.store import RunStore
 
-    with RunStore.open(run) as store:
-        paths = store.export(out or run / "export", fmt)
+    target = out or run / "export"
+    with RunStore.open(run, readonly=True) as store:
+        check_output_dir(target)
+        paths = store.export(target, fmt)
     render_export(run, fmt, paths, console)
+
+
+@export_app.command("migrate")
+def migrate_cmd(
+    run: Annotated[
+        Path, typer.Argument(parser=run_dir, help="Run folder (or a run id under outputs/).")
+    ],
+) -> None:
+    """Upgrade a run store written by an older hadis-profile to this version's schema.
+
+    Commands that only read a run (export, pareto, simulate...) never change it,
+    so they refuse an old store and point here; run/import upgrade it as they write.
+    """
+    from hadis_profile.report.terminal import say
+    from hadis_profile.store import RunStore
+
+    with RunStore.open(run, write_lock="migrate") as store:
+        before, after = store.upgraded_from, store.schema_version()
+    if before is None:
+        say(console, f"The run store in {run} is already at schema version {after}.")
+    else:
+        say(console, f"Upgraded the run store in {run} from schema version {before} to {after}.")

@@ -33,7 +33,8 @@ def demo_cmd(
 ) -> None:
     """The whole journey on this machine: measure -> run store -> Pareto table -> serving plan.
 
-    Writes OUT/run (the run store), OUT/table.json and OUT/pareto.png.
+    Writes OUT/run (the run store), OUT/table.json, OUT/pareto.png and the report
+    OUT/report/index.html (open it in a browser), and ends by saying where it is.
     """
     from hadis_profile.demo import run_demo
     from hadis_profile.report.terminal import render_demo

@@ -9,6 +9,7 @@ import typer
 
 from hadis_profile.cli.options import (
     SCORE_KIND,
+    SEED,
     CacheDirOption,
     FeatureCacheOption,
     OnlineOption,
@@ -48,7 +49,7 @@ def discriminator_train_cmd(
     val_fraction: Annotated[
         float, typer.Option("--val-fraction", help="Held-out share of each class.")
     ] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the split, init and shuffles.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the split, init and shuffles.", **SEED)] = 0,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="Head file (default RUN/discriminator/head.safetensors)."),

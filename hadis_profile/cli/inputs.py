@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from hadis_profile.cli.options import ClipVocab, DecodeErrors, console, group
+from hadis_profile.cli.options import SEED, ClipVocab, DecodeErrors, JsonOption, console, group
 
 zoo_app = group("zoo", "Check and list the model zoo (model_zoo.yaml).")
 prompts_app = group("prompts", "Inspect prompt sets before profiling them.")
@@ -32,11 +32,19 @@ def zoo_list_cmd(
         list[str] | None,
         typer.Option("--tag", "-t", help="Only models with this tag (or family); repeatable."),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Print model names, one per line (handy in shell loops)."""
+    """Print model names, one per line (handy in shell loops); --json: every field."""
     from hadis_profile.zoo import load_zoo
 
-    for name in load_zoo(path).select(tags=tag).names:
+    zoo = load_zoo(path).select(tags=tag)
+    if as_json:
+        from hadis_profile.report.documents import zoo_document
+        from hadis_profile.report.terminal import write_json
+
+        write_json(zoo_document(zoo))
+        return
+    for name in zoo.names:
         typer.echo(name)
 
 
@@ -45,7 +53,7 @@ def zoo_tiny_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the pipelines and the zoo file.")
     ] = Path("outputs/tiny-zoo"),
-    seed: Annotated[int, typer.Option(help="Weight seed (same seed, same weights).")] = 0,
+    seed: Annotated[int, typer.Option(help="Weight seed (same seed, same weights).", **SEED)] = 0,
     clip_vocab: Annotated[
         ClipVocab,
         typer.Option(
@@ -84,7 +92,7 @@ def prompts_inspect_cmd(
         int | None,
         typer.Option("--sample", min=1, help="Then draw N at random (kept in file order)."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --sample.", **SEED)] = 0,
     dedup: Annotated[
         bool, typer.Option("--dedup/--no-dedup", help="Drop repeated prompts.")
     ] = True,
@@ -93,6 +101,7 @@ def prompts_inspect_cmd(
         DecodeErrors, typer.Option("--errors", help="What to do with undecodable bytes.")
     ] = "strict",
     show: Annotated[int, typer.Option("--show", min=0, help="How many examples to print.")] = 5,
+    as_json: JsonOption = False,
 ) -> None:
     """Load a prompt set as a run would and print its counts, hash and a few examples."""
     from hadis_profile.prompts import load_prompts
@@ -108,4 +117,10 @@ def prompts_inspect_cmd(
         encoding=encoding,
         errors=errors,
     )
-    render_prompt_set(ps, console, show=show)
+    if as_json:
+        from hadis_profile.report.documents import prompt_set_document
+        from hadis_profile.report.terminal import write_json
+
+        write_json(prompt_set_document(ps, show=show))
+    else:
+        render_prompt_set(ps, console, show=show)

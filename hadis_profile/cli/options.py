@@ -11,7 +11,8 @@ The library names its parameters in errors (:class:`ParameterError`);
 parameter. Every command is registered through :class:`HadisTyper`, which makes
 it a :class:`HadisCommand` and takes the per-command ``flags=`` overrides.
 
-Only Typer, Rich's Console and ``hadis_profile.errors`` are imported here: ``--help`` stays fast.
+Only Typer, Rich's Console, ``hadis_profile.errors`` and ``hadis_profile.limits`` are
+imported here: ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ from rich.console import Console
 from typer.core import TyperCommand
 
 from hadis_profile.errors import ParameterError, UsageError
+from hadis_profile.limits import MAX_SEED
 
 console = Console()
 err_console = Console(stderr=True)
+
+#: The range of every ``--seed`` (hadis_profile.limits.MAX_SEED): ``typer.Option(**SEED)``.
+SEED = {"min": 0, "max": MAX_SEED}
 
 #: Where a bare run id points: ``--run hadis-ref`` means ``outputs/hadis-ref``.
 RUNS_DIR = Path("outputs")
@@ -240,7 +245,12 @@ FeatureCacheOption = Annotated[
     ),
 ]
 FreshOption = Annotated[bool, typer.Option("--fresh", help="Replace an existing run.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+JsonOption = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print the result as one JSON document on stdout (messages go to stderr)."
+    ),
+]
 PlotOption = Annotated[
     Path | None, typer.Option("--plot", help="Also write a quality-vs-cost PNG.")
 ]

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hadis_profile.cli.options import (
+    SEED,
     FitMethod,
     JsonOption,
     Numbers,
@@ -32,7 +33,7 @@ EncodingOption = Annotated[str, typer.Option("--encoding", help=_ENCODING_HELP)]
 
 
 def _write_csv(out: Path | None, header: list[str], rows) -> None:
-    """CSV to ``out`` (atomically) or stdout."""
+    """CSV to ``out`` (atomically) or stdout (data, byte-exact when piped)."""
     import csv
     import io
 
@@ -41,11 +42,25 @@ def _write_csv(out: Path | None, header: list[str], rows) -> None:
     w.writerow(header)
     w.writerows(rows)
     if out is None:
-        sys.stdout.write(buf.getvalue())
+        text = buf.getvalue()
+        if sys.stdout.isatty():  # a terminal, not a pipe: no escape sequence from a prompt
+            from hadis_profile.termtext import clean
+
+            text = clean(text)
+        sys.stdout.write(text)
     else:
         from hadis_profile.fileio import atomic_write_text
 
         atomic_write_text(out, buf.getvalue())
+
+
+def _check_outputs(*paths: Path | None) -> None:
+    """Refuse an --out that cannot be written before any prompt is read."""
+    from hadis_profile.fileio import check_output_file
+
+    for path in paths:
+        if path is not None:
+            check_output_file(path)
 
 
 def _write_spec(path: Path, router) -> None:
@@ -91,6 +106,7 @@ def router_features_cmd(
     from hadis_profile.report.terminal import render_router_written
     from hadis_profile.router import FEATURES, Router
 
+    _check_outputs(out)
     prompts = _prompts(prompts_file, encoding)
     X = Router(lexicon=lexicon, spatial_terms=spatial).features(prompts)
     rows = ([p, *map(int, row)] for p, row in zip(prompts, X, strict=True))
@@ -135,6 +151,7 @@ def router_score_cmd(
 
     if (prompts_file is None) == (run is None):
         raise UsageError("Give either a prompts file or --run RUN, not both or neither.")
+    _check_outputs(out, spec_out)
     router = _router(table, lexicon, spatial, weights)
     if run is not None:
         _score_run(run, router, fit=table is None, out=out, spec_out=spec_out)
@@ -159,7 +176,7 @@ def _score_run(run: Path, router, *, fit: bool, out: Path | None, spec_out: Path
     from hadis_profile.router_run import score_run
     from hadis_profile.store import RunStore
 
-    with RunStore.open(run) as store:
+    with RunStore.open(run, write_lock="router score") as store:
         old = store.router_spec()
         _, scores = score_run(store, router, fit_normalisation=fit)
         prompts = store.prompts()
@@ -193,7 +210,9 @@ def router_fit_cmd(
     train_fraction: Annotated[
         float, typer.Option("--train-fraction", help="Share of prompts to fit on.")
     ] = 0.7,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the split and baselines.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the split and baselines.", **SEED)
+    ] = 0,
     random_seeds: Annotated[
         int, typer.Option("--random-seeds", help="Seeds averaged for random routing.")
     ] = 200,
@@ -207,7 +226,8 @@ def router_fit_cmd(
     from hadis_profile.router_run import fit_run_router
     from hadis_profile.store import RunStore
 
-    with RunStore.open(run) as store:
+    writer = {"readonly": True} if dry_run else {"write_lock": "router fit"}
+    with RunStore.open(run, **writer) as store:
         res = fit_run_router(
             store,
             light=light,

@@ -11,8 +11,10 @@ from hadis_profile.cli.options import (
     FID_FEATURES,
     QUALITY_SCORER,
     RUN_DISCRIMINATOR,
+    SEED,
     BatchSizes,
     CacheDirOption,
+    JsonOption,
     OnlineOption,
     console,
     err_console,
@@ -53,7 +55,9 @@ def run_cmd(
     images_per_prompt: Annotated[
         int, typer.Option("--images-per-prompt", "-k", help="Images per prompt.")
     ] = 4,
-    seed: Annotated[int, typer.Option(help="Base seed of the per-(prompt, image) seeds.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Base seed of the per-(prompt, image) seeds.", **SEED)
+    ] = 0,
     batch_sizes: Annotated[
         BatchSizes,
         typer.Option(
@@ -175,6 +179,7 @@ def run_cmd(
     ] = False,
     online: OnlineOption = False,
     cache_dir: CacheDirOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Profile the zoo: latency per batch size, then K seeded images per prompt, scored.
 
@@ -226,9 +231,19 @@ def run_cmd(
         online=online,
         cache_dir=cache_dir,
     )
+    show = _json_summary if as_json else render_run
     try:
         report = run_profile(opts, console=err_console)
     except RunFailed as e:  # the summary of what did get measured, then the one sentence
-        render_run(e.report, console)
+        show(e.report, console)
         raise
-    render_run(report, console)
+    show(report, console)
+
+
+def _json_summary(report: object, _console: object) -> None:
+    """``run --json``: the run's summary (``measure.summary.RunReport``) as one document."""
+    from hadis_profile.measure.summary import to_jsonable
+    from hadis_profile.report.documents import finite
+    from hadis_profile.report.terminal import write_json
+
+    write_json(finite(to_jsonable(report)))

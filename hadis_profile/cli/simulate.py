@@ -8,10 +8,13 @@ from typing import Annotated, Literal
 import typer
 
 from hadis_profile.cli.options import (
+    SEED,
+    JsonOption,
     LatencyStat,
     Policy,
     SpareGpus,
     console,
+    err_console,
     run_dir,
     verbs,
 )
@@ -136,7 +139,7 @@ def simulate_cmd(
         ),
     ] = None,
     seed: Annotated[
-        int, typer.Option(help="Seed of the Poisson workload and of --dispatch random.")
+        int, typer.Option(help="Seed of the Poisson workload and of --dispatch random.", **SEED)
     ] = 0,
     out: Annotated[
         Path | None,
@@ -225,6 +228,7 @@ def simulate_cmd(
     strict_order: Annotated[
         bool, typer.Option("--strict-order", help="Refuse a trace whose lines are out of order.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Replay a trace (or Poisson load) on simulated GPUs and compare serving policies."""
     from hadis_profile.errors import UsageError
@@ -236,8 +240,10 @@ def simulate_cmd(
     from hadis_profile.store import RunStore
     from hadis_profile.table import load_table
 
-    if out is not None and out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder for the simulation's files.")
+    if out is not None:  # before the simulation: a bad --out fails in a second, not after
+        from hadis_profile.fileio import check_output_dir
+
+        check_output_dir(out)
     if scenario is not None:
         given = {
             "TABLE": (table, None), "--run": (run, None), "--gpus": (gpus, None),
@@ -254,7 +260,7 @@ def simulate_cmd(
             raise UsageError(
                 f"--scenario {scenario} sets its own cluster, workload and rules; drop {clash[0]}."
             )
-        _scenario(data, out, limit, batch_latency, blocks, seed)
+        _scenario(data, out, limit, batch_latency, blocks, seed, as_json)
         return
     for flag, value in (("--batch-latency", batch_latency), ("--blocks", blocks)):
         if value is not None:
@@ -293,7 +299,7 @@ def simulate_cmd(
     )
     config.check()
     tab = load_table(table)
-    with RunStore.open(run) as store:
+    with RunStore.open(run, readonly=True) as store:
         meas = measurements_for(store)
     if trace is not None:
         workload = load_trace(trace, limit=limit, strict_order=strict_order)
@@ -302,10 +308,16 @@ def simulate_cmd(
         start, end = parse_rate(rate)
         workload = poisson_workload(start, end, duration, meas.n_prompts, seed=seed)
     result = simulate(tab, meas, workload, names, config)
-    render_summary(result, console)
+    if as_json:
+        from hadis_profile.report.terminal import write_json
+        from hadis_profile.simulate.output import summary_document
+
+        write_json(summary_document(result))
+    else:
+        render_summary(result, console)
     if out is not None:
         paths = write_outputs(result, out)
-        render_wrote(console, [p.name for p in paths], out)
+        render_wrote(err_console if as_json else console, [p.name for p in paths], out)
 
 
 def _scenario(
@@ -315,6 +327,7 @@ def _scenario(
     batch_latency: str | None,
     blocks: str | None,
     seed: int,
+    as_json: bool = False,
 ) -> None:
     """``simulate --scenario hadis-e1``: the scenario fixes the cluster, workload and policies."""
     from hadis_profile.report.terminal import say
@@ -329,10 +342,16 @@ def _scenario(
         blocks=parts,
         seed=seed,
     )
-    render_scenario(result, console)
+    if as_json:
+        from hadis_profile.report.terminal import write_json
+        from hadis_profile.simulate.output import scenario_document
+
+        write_json(scenario_document(result))
+    else:
+        render_scenario(result, console)
     if out is not None:
         paths = write_scenario(result, out)
         say(
-            console,
+            err_console if as_json else console,
             f"Wrote {len(paths)} files to {out} (summary.json, e1.md, one folder per block).",
         )

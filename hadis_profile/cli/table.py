@@ -9,6 +9,7 @@ import typer
 
 from hadis_profile.cli.options import (
     BatchSizes,
+    JsonOption,
     PairSelection,
     PlotOption,
     RunOption,
@@ -56,12 +57,17 @@ def pareto_cmd(
             "one, else the discriminator scored last).",
         ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Compile a run into a Pareto cascade table (written atomically; nothing on failure)."""
+    from hadis_profile.fileio import check_output_file
     from hadis_profile.pareto import compile_run
     from hadis_profile.report.terminal import render_compiled
     from hadis_profile.table import check_document, write_table
 
+    for path in (out, plot):  # a bad path fails now, not after the sweep
+        if path is not None:
+            check_output_file(path)
     doc = compile_run(
         run,
         quality=quality,
@@ -78,7 +84,13 @@ def pareto_cmd(
 
         plot_pareto(doc, plot)
     write_table(out, doc)
-    render_compiled(doc, out, console, plot=plot)
+    if as_json:
+        from hadis_profile.report.documents import compiled_document
+        from hadis_profile.report.terminal import write_json
+
+        write_json(compiled_document(doc, out, plot))
+    else:
+        render_compiled(doc, out, console, plot=plot)
 
 
 @app.command("validate")
@@ -100,6 +112,7 @@ def show_cmd(
         int | None,
         typer.Option("--limit", min=0, help="Show at most this many rows."),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Print a table's provenance and rows; optionally plot its Pareto front."""
     from hadis_profile.report.plots import plot_pareto
@@ -107,10 +120,20 @@ def show_cmd(
     from hadis_profile.table import load_table
 
     t = load_table(table)
-    render_table(t, console, limit=limit)
+    if plot is not None:
+        from hadis_profile.fileio import check_output_file
+
+        check_output_file(plot)
+    if as_json:
+        from hadis_profile.report.documents import table_document
+        from hadis_profile.report.terminal import write_json
+
+        write_json(table_document(t, limit=limit))
+    else:
+        render_table(t, console, limit=limit)
     if plot is not None:
         plot_pareto(t, plot)
-        render_wrote(console, [plot])
+        render_wrote(err_console if as_json else console, [plot])
 
 
 @app.command(
@@ -155,8 +178,10 @@ def resolve_cmd(
 ) -> None:
     """Pick the best cascade, batch sizes and GPU split for a load, SLO and GPU budget.
 
-    Exits 1 when no plan meets the request, after printing why and the fallback.
+    Exits 3 when no plan meets the request (errors exit 1 or 2), after printing why and
+    the fallback; with --json the plan's "feasible", "reason" and "fallback" say the same.
     """
+    from hadis_profile.errors import EXIT_INFEASIBLE
     from hadis_profile.report.terminal import render_plan, write_json
     from hadis_profile.resolve import load_table, resolve
 
@@ -176,4 +201,4 @@ def resolve_cmd(
     else:
         render_plan(plan, console, err_console)
     if not plan.feasible:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_INFEASIBLE)

@@ -169,7 +169,7 @@ def train_discriminator(
         )
     real_paths = list_images(real_dir)
     _need_two(len(real_paths), f"The real image folder {real_dir} holds")
-    with RunStore.open(run_dir) as store:
+    with RunStore.open(run_dir, readonly=True) as store:
         gen_images = run_images(store, models)
         run_root = store.root
     _need_two(len(gen_images), f"The run in {run_dir} has")

@@ -113,7 +113,7 @@ def dry_run(opts, zoo, prompts, info, label, base_dir, console) -> RunReport:
     report = RunReport(Path(opts.out), label, info.device, info.name, [], dry_run=True)
     store = None
     if (Path(opts.out) / DB_NAME).exists() and not opts.fresh:
-        store = RunStore.open(opts.out)
+        store = RunStore.open(opts.out, readonly=True)
     try:
         for spec in zoo:
             m = ModelReport(spec.name, spec.steps, prompts_total=len(prompts))

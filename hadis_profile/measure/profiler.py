@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from hadis_profile.errors import HadisError, ParameterError
+from hadis_profile.limits import MAX_BATCH_SIZE, MAX_IMAGES_PER_PROMPT, MAX_REPS, at_most
 from hadis_profile.measure.devices import (
     DeviceInfo,
     check_hardware_label,
@@ -79,6 +80,13 @@ def _check_options(opts: RunOptions) -> None:
         raise ParameterError("time_budget_s", f"{{param}} must be a positive number, not {budget}.")
     if not opts.batch_sizes or min(opts.batch_sizes) < 1:
         raise ParameterError("batch_sizes", "{param} must be positive integers.")
+    # hadis_profile.limits: a request that would run for ever or allocate without end
+    at_most("batch_sizes", max(opts.batch_sizes), MAX_BATCH_SIZE, "images per batch")
+    if opts.gen_batch is not None:
+        at_most("gen_batch", opts.gen_batch, MAX_BATCH_SIZE, "images per call")
+    at_most("images_per_prompt", opts.images_per_prompt, MAX_IMAGES_PER_PROMPT, "images")
+    for name in ("reps", "min_reps", "warmup"):
+        at_most(name, getattr(opts, name), MAX_REPS, "calls per batch size")
 
 
 def _check_resume(store: Any, provenance: dict) -> None:
@@ -95,15 +103,21 @@ def _open_store(opts: RunOptions, provenance: dict) -> Any:
     from hadis_profile.store import DB_NAME, RunStore
 
     out = Path(opts.out)
+    # write_lock: a second `run` (or an import) on this folder is refused here, before
+    # anything is measured; the lock is held until the store is closed.
     if (out / DB_NAME).exists():
-        store = RunStore.open(out)
-        if opts.fresh:
-            store.reset()
-        else:
-            _check_resume(store, provenance)
-        store.update_provenance(provenance)
+        store = RunStore.open(out, write_lock="run")
+        try:
+            if opts.fresh:
+                store.reset()
+            else:
+                _check_resume(store, provenance)
+            store.update_provenance(provenance)
+        except BaseException:
+            store.close()
+            raise
         return store
-    return RunStore.create(out, provenance=provenance)
+    return RunStore.create(out, provenance=provenance, write_lock="run")
 
 
 def _devices(opts: RunOptions) -> tuple[DeviceInfo, list[DeviceInfo]]:

@@ -5,8 +5,11 @@ without touching the profiler:
 
 * :class:`Scorer` -- ``score(images, prompts) -> [n]`` per-image quality, stored under a
   metric id ``<scorer>:<checkpoint>`` whose scorer prefix (``metrics.py``) fixes
-  the direction. Built in: :class:`CLIPScorer` (``clip_score``: 100 x max(cos, 0),
-  torchmetrics' definition, reproduced exactly) and :class:`PickScorer`
+  the direction. A local checkpoint is named portably, by its folder name and
+  content hash (``clip_score:clip@3f2a9c1b02de``, :func:`checkpoint_label`), never
+  by the machine path it was loaded from. Built in: :class:`CLIPScorer`
+  (``clip_score``: 100 x max(cos, 0), torchmetrics' definition, reproduced exactly)
+  and :class:`PickScorer`
   (``pick_score``: ``logit_scale.exp() * cos`` as in the PickScore model card).
 * :class:`FeatureExtractor` -- ``features(images) -> [n, dim]`` for set-level FID
   (``fid:<extractor id>``). The standard Inception-v3 (torch-fidelity's
@@ -30,6 +33,7 @@ not depend on which output type generated the image.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from abc import ABC, abstractmethod
@@ -48,6 +52,29 @@ DEFAULT_PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 #: torch-fidelity's Inception weights (the TF FID graph ported to PyTorch).
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_ID = "inception-v3-compat"
+
+
+# --------------------------------------------------------------------------- metric ids
+
+
+def checkpoint_label(checkpoint: str) -> str:
+    """How a metric id names a checkpoint: a Hub id as it is, a local file or folder as
+    ``<name>@<first 12 hex of its content sha256>``, the same wherever it is copied.
+
+    The content hash is :func:`hadis_profile.measure.pipelines.content_hash` (the same
+    identity a local model checkpoint gets); computed once per path and process.
+    """
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        return checkpoint
+    return _local_label(str(path.resolve()))
+
+
+@functools.lru_cache(maxsize=64)
+def _local_label(path: str) -> str:
+    from hadis_profile.measure.pipelines import content_hash
+
+    return f"{Path(path).name}@{content_hash(path)[:12]}"
 
 
 # --------------------------------------------------------------------------- images
@@ -313,7 +340,7 @@ class CLIPScorer(Scorer):
         )
         self.device, self.batch_size = device, batch_size
         self.checkpoint = checkpoint
-        self.metric_id = f"clip_score:{label or checkpoint}"
+        self.metric_id = f"clip_score:{label or checkpoint_label(checkpoint)}"
 
     def cosine(self, images: list[Any], prompts: list[str]) -> np.ndarray:
         """Raw cosine similarities, before scaling and clamping."""
@@ -363,7 +390,7 @@ class PickScorer(Scorer):
             what="PickScore",
         )
         self.device, self.batch_size = device, batch_size
-        self.metric_id = f"pick_score:{label or checkpoint}"
+        self.metric_id = f"pick_score:{label or checkpoint_label(checkpoint)}"
 
     def _score_batch(self, images: list[Any], prompts: list[str]) -> np.ndarray:
         import torch
@@ -418,7 +445,7 @@ class CLIPImageExtractor(FeatureExtractor):
             checkpoint, model, processor, device=device, cache_dir=cache_dir, online=online
         )
         self.device, self.batch_size = device, batch_size
-        self.extractor_id = f"clip:{label or checkpoint}"
+        self.extractor_id = f"clip:{label or checkpoint_label(checkpoint)}"
 
     def _features_batch(self, images: list[Any]) -> np.ndarray:
         import torch

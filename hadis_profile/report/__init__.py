@@ -3,6 +3,10 @@
 * :mod:`.terminal`  Rich views for the command line (tables, plan panels, command summaries)
 * :mod:`.runs`      Rich views of a profiling run (summary, dry-run plan)
 * :mod:`.plots`     matplotlib figures (the Pareto plot)
+* :mod:`.documents` command results as JSON documents (``--json``)
+* :mod:`.data`      the numbers behind ``hadis-profile report`` (``report.json``)
+* :mod:`.figures`   the report's figures, drawn from those numbers
+* :mod:`.html`      the report's offline HTML page and folder (:func:`~.html.write_report`)
 
 Importing this package (or either module) imports neither Rich nor matplotlib:
 each function imports what it draws with, so the serving path and ``--help``

@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Any
 
 from hadis_profile.fileio import atomic_write_bytes
 from hadis_profile.table import CascadeTable
 
 
 def plot_pareto(table: CascadeTable | dict, path: str | os.PathLike) -> None:
+    """Write :func:`pareto_figure` as a PNG (atomically)."""
+    fig, _ = pareto_figure(table)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def pareto_figure(table: CascadeTable | dict) -> tuple[Any, Any]:
     """Quality against GPU-s/query: one colour per pair, the front as a line, models labelled.
 
     The quality axis is flipped for lower-is-better metrics (FID) so that "up"
     always means better, and cost is on a log axis when it spans over 10x.
+    Returns the figure (on an Agg canvas) and its axes, whose data transform places
+    each row (``gpu_s_per_query``, quality) in the picture.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -108,7 +119,4 @@ def plot_pareto(table: CascadeTable | dict, path: str | os.PathLike) -> None:
     ax.set_title(f"Cascade table for {run}: {len(t.rows)} rows, {len(front)} on the front")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    return fig, ax

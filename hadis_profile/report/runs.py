@@ -56,42 +56,56 @@ def _estimate_line(report: RunReport) -> str:
 def render_run(report: RunReport, console: Any) -> None:
     """The summary table after a run (or the plan of a dry run)."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
+    from hadis_profile.termtext import esc
+
     if report.dry_run:
+        # Narrow columns, short cells: readable at 80 columns. A model's warnings (often a
+        # whole sentence with the command that fetches it) go below the table, one line each.
         t = Table(
-            title=f"Plan for {report.run_dir} on {report.device_name} "
-            f"(label '{report.hardware_label}'); nothing was run",
+            title=esc(
+                f"Plan for {report.run_dir} on {report.device_name} "
+                f"(label '{report.hardware_label}'); nothing was run"
+            ),
             box=box.SIMPLE_HEAD,
             title_justify="left",
+            pad_edge=False,
+            collapse_padding=True,
+            caption="batches: sizes to time; prompts: left to generate / all; s/img: probe or "
+            "stored seconds per image at batch 1; est. h: estimated hours.",
+            caption_justify="left",
         )
-        t.add_column("model", no_wrap=True)
-        t.add_column("steps", justify="right")
-        t.add_column("batch sizes to time")
-        t.add_column("prompts to generate", justify="right")
-        t.add_column("probe s/img", justify="right")
-        t.add_column("est. hours", justify="right")
-        t.add_column("checkpoint")
+        t.add_column("model", no_wrap=True, overflow="fold")
+        t.add_column("steps", justify="right", no_wrap=True)
+        t.add_column("batches", overflow="fold")
+        t.add_column("prompts", justify="right", no_wrap=True)
+        t.add_column("s/img", justify="right", no_wrap=True)
+        t.add_column("est. h", justify="right", no_wrap=True)
+        t.add_column("checkpoint", no_wrap=True)
+        warnings = []
         for m in report.models:
             per_image = est = "-"
             if m.per_image_s is not None:
                 stored = " (stored)" if m.per_image_source == "stored" else ""
                 per_image = f"{m.per_image_s:.3g}{stored}"
             if m.estimate_s is not None:
-                est = f"{_hours(m.estimate_s)} ({_secs(m.estimate_s)} s)"
+                est = _hours(m.estimate_s)
+            warnings += [w if m.name in w else f"{m.name}: {w}" for w in m.warnings]
             t.add_row(
-                escape(m.name),
+                esc(m.name),
                 str(m.steps),
                 ",".join(map(str, m.latency)) or "-",
                 f"{m.prompts_total - m.prompts_done}/{m.prompts_total}",
                 per_image,
                 est,
-                "[red]" + escape(m.warnings[0]) + "[/]" if m.warnings else "[green]ok[/]",
+                "[red]see below[/]" if m.warnings else "[green]ok[/]",
             )
         console.print(t)
+        for w in warnings:
+            console.print(f"[red]warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
         for note in report.notes:
-            console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+            console.print(f"note: {esc(note)}", highlight=False, soft_wrap=True)
         console.print(
             f"{report.units_done} units to measure, {report.units_skipped} already done.",
             highlight=False,
@@ -115,7 +129,7 @@ def render_run(report: RunReport, console: Any) -> None:
         t.add_column(head, justify="right", no_wrap=True)
     for metric in metrics:
         scorer = metric.split(":", 1)[0]
-        t.add_column(escape(_SHORT.get(scorer, scorer[:8])), justify="right", no_wrap=True)
+        t.add_column(esc(_SHORT.get(scorer, scorer[:8])), justify="right", no_wrap=True)
     t.add_column("conf", justify="right", no_wrap=True)
     for m in report.models:
         feasible = {b: s for b, s in m.latency.items() if s is not None and not s.infeasible}
@@ -123,7 +137,7 @@ def render_run(report: RunReport, console: Any) -> None:
         top = max(feasible) if feasible else None
         peak = max((s.peak_mem_bytes or 0) for s in feasible.values()) if feasible else 0
         t.add_row(
-            escape(m.name),
+            esc(m.name),
             str(m.steps),
             _ms(b1.p50_s) if b1 else "-",
             str(top) if top else "-",
@@ -135,7 +149,7 @@ def render_run(report: RunReport, console: Any) -> None:
         )
     console.print(t)
     for note in report.notes:
-        console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
+        console.print(f"note: {esc(note)}", highlight=False, soft_wrap=True)
     console.print(
         f"Measured {report.units_done} units now, {report.units_skipped} were already done; "
         f"the run is in {report.run_dir}.",

@@ -4,9 +4,15 @@ Every function here takes finished results and a console and prints them; none
 decides anything (which plan to serve, which scorer ranks a table): those
 decisions are made by the library before a result reaches this module. Rich is
 imported inside the functions, so importing this module costs nothing and the
-serving path never pays for it. Text from users (paths, model names, messages)
-is printed verbatim: plain sentences go through :func:`say` (no markup), and
-cells and titles are escaped.
+serving path never pays for it.
+
+Text from users (paths, model names, prompts, messages) is printed verbatim and
+harmless: :func:`clean` removes control characters (ANSI escape sequences,
+carriage returns, bidirectional overrides) that would let a name repaint the
+terminal, and :func:`esc` also escapes Rich markup, so a model called
+``light[/x]`` or ``[link=...]`` is shown as written, never interpreted. Plain
+sentences go through :func:`say` (no markup, cleaned); every user value placed
+in markup (a cell, a title, a panel line) goes through :func:`esc`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hadis_profile.table import CascadeTable
+from hadis_profile.termtext import clean, esc
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -29,15 +36,16 @@ if TYPE_CHECKING:
 
 
 def say(console: Console, text: str) -> None:
-    """One plain sentence, printed verbatim (no markup, no highlighting, no hard wrap)."""
-    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    """One plain sentence, printed verbatim (cleaned; no markup, highlighting or hard wrap)."""
+    console.print(clean(text), markup=False, highlight=False, soft_wrap=True)
 
 
 def render_error(console: Console, message: str) -> None:
     """The one-line error every failed command ends with."""
-    from rich.markup import escape
+    from rich.text import Text
 
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    line = Text.assemble(("error:", "bold red"), " ", clean(message, one_line=True))
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 def write_json(obj: Any, *, indent: int = 1) -> None:
@@ -90,16 +98,17 @@ def render_table(table: CascadeTable | dict, console: Console, *, limit: int | N
     n_front = sum(1 for r in rows if r.get("on_front"))
     header = "\n".join(
         [
-            f"[bold]run[/] {prov.get('run_id') or '—'}   [bold]hardware[/] "
-            f"{hw.get('label', '—')} ({hw.get('device_name') or '—'})",
-            f"[bold]prompts[/] {prov.get('n_prompts', '—')}   [bold]prompt set[/] "
-            f"{(prov.get('prompt_set_hash') or '—')[:12]}   [bold]zoo[/] "
-            f"{(prov.get('zoo_hash') or '—')[:12]}",
-            f"[bold]quality[/] {metric} {_direction(t, metric)}   [bold]sweep[/] {grid_text}, "
-            f"{prov.get('pairs', '?')} pairs{', per pair' if prov.get('per_pair') else ''}",
+            f"[bold]run[/] {esc(prov.get('run_id') or '—')}   [bold]hardware[/] "
+            f"{esc(hw.get('label', '—'))} ({esc(hw.get('device_name') or '—')})",
+            f"[bold]prompts[/] {esc(prov.get('n_prompts', '—'))}   [bold]prompt set[/] "
+            f"{esc((prov.get('prompt_set_hash') or '—')[:12])}   [bold]zoo[/] "
+            f"{esc((prov.get('zoo_hash') or '—')[:12])}",
+            f"[bold]quality[/] {esc(metric)} {_direction(t, metric)}   [bold]sweep[/] "
+            f"{esc(grid_text)}, {esc(prov.get('pairs', '?'))} pairs"
+            f"{', per pair' if prov.get('per_pair') else ''}",
             f"[bold]rows[/] {len(rows)} ({n_front} on the front)   [bold]router[/] "
-            f"{'yes' if t.router else 'none'}   [bold]sha256[/] {t.sha256[:16]}   "
-            f"[bold]created[/] {t.document.get('created_at')}",
+            f"{'yes' if t.router else 'none'}   [bold]sha256[/] {esc(t.sha256[:16])}   "
+            f"[bold]created[/] {esc(t.document.get('created_at'))}",
         ]
     )
     # Model names are long; on narrow terminals rows name models by cost rank and
@@ -109,14 +118,14 @@ def render_table(table: CascadeTable | dict, console: Console, *, limit: int | N
     wide = console.width >= 150
     if not wide:
         legend = "   ".join(
-            f"[bold]{index[m]}[/] {m} ({_num(_batch1(t.models[m]), '.3g')} s)" for m in order
+            f"[bold]{index[m]}[/] {esc(m)} ({_num(_batch1(t.models[m]), '.3g')} s)" for m in order
         )
         header += f"\n[bold]models[/] {legend}"
-    console.print(Panel(header, title=f"cascade table {t.source}", expand=False))
+    console.print(Panel(header, title=esc(f"cascade table {t.source}"), expand=False))
 
     def pair(row: dict) -> str:
         if wide:
-            return _pair_label(row)
+            return esc(_pair_label(row))
         if row["heavy"] is None:
             return f"{index[row['light']]}"
         return f"{index[row['light']]} → {index[row['heavy']]}"
@@ -134,7 +143,7 @@ def render_table(table: CascadeTable | dict, console: Console, *, limit: int | N
         "direct",
         "escal",
         "light\nalone",
-        f"{metric.split(':', 1)[0] if wide else 'quality'}\n{_direction(t, metric)}",
+        f"{esc(metric.split(':', 1)[0]) if wide else 'quality'}\n{_direction(t, metric)}",
         "GPU-s/\nquery",
         "latency\ns",
     ):
@@ -174,10 +183,10 @@ def render_calibration(res: Any, console: Console) -> None:
 
     fr = res.fitted.fractions
     arrow = "↑" if res.higher_is_better else "↓"
-    pair = " → ".join(res.pair) if res.pair else "light → heavy"
-    metric = res.metric or "quality"
+    pair = esc(" → ".join(res.pair) if res.pair else "light → heavy")
+    metric = esc(res.metric or "quality")
     t = Table(
-        title=f"Router fit ({res.method}, alpha {res.alpha:g}) on {pair}, {metric} {arrow}: "
+        title=f"Router fit ({esc(res.method)}, alpha {res.alpha:g}) on {pair}, {metric} {arrow}: "
         f"held out {res.n_test} of {res.n_train + res.n_test} prompts (seed {res.seed})",
         caption=f"light only {res.light_only:.4f}, heavy only {res.heavy_only:.4f}; "
         f"random = mean ± 95% CI over {res.random.n_seeds} seeds",
@@ -208,7 +217,7 @@ def render_calibration(res: Any, console: Console) -> None:
     w.add_column("fitted", justify="right")
     for i, name in enumerate(res.features):
         before = [] if res.previous_weights is None else [f"{res.previous_weights[i]:.4g}"]
-        w.add_row(name, *before, f"{res.weights[i]:.4g}")
+        w.add_row(esc(name), *before, f"{res.weights[i]:.4g}")
     console.print(w)
 
 
@@ -222,9 +231,9 @@ def plan_panel(plan, title: str):  # plan: resolve.Plan
         return "-" if x is None else f"{x:.4g}{unit}"
 
     fr = plan.fractions
-    pair = plan.light if plan.heavy is None else f"{plan.light} -> {plan.heavy}"
+    pair = esc(plan.light if plan.heavy is None else f"{plan.light} -> {plan.heavy}")
     head = Table.grid(padding=(0, 2))
-    head.add_row("row", f"{plan.row} ({plan.kind}): [bold]{pair}[/]")
+    head.add_row("row", f"{plan.row} ({esc(plan.kind)}): [bold]{pair}[/]")
     if plan.heavy is not None:
         head.add_row("r, d", f"{num(plan.r)}, {num(plan.d)}")
         head.add_row(
@@ -236,7 +245,7 @@ def plan_panel(plan, title: str):  # plan: resolve.Plan
             f"light only {fr['light']:.1%}, direct {fr['direct']:.1%}, "
             f"escalated {fr['escalated']:.1%}",
         )
-    head.add_row("quality", f"{num(plan.quality)} ({plan.quality_metric})")
+    head.add_row("quality", f"{num(plan.quality)} ({esc(plan.quality_metric)})")
     slo = "no SLO" if plan.slo_s is None else f"SLO {plan.slo_s:g} s"
     head.add_row("worst case", f"{num(plan.worst_case_latency_s, ' s')} ({slo})")
     head.add_row("load", f"{plan.qps:.4g} qps, headroom {plan.headroom:g}")
@@ -246,8 +255,8 @@ def plan_panel(plan, title: str):  # plan: resolve.Plan
         models.add_column(col, justify="left" if col in ("model", "role") else "right")
     for a in plan.allocations:
         models.add_row(
-            a.model,
-            a.role,
+            esc(a.model),
+            esc(a.role),
             f"{a.load_fraction:.1%}",
             str(a.gpus),
             "-" if a.batch_size is None else str(a.batch_size),
@@ -259,12 +268,10 @@ def plan_panel(plan, title: str):  # plan: resolve.Plan
 
 def render_plan(plan: Any, console: Console, err_console: Console) -> None:
     """A ``resolve`` answer: the plan, or why none is feasible and the fallback (if any)."""
-    from rich.markup import escape
-
     if plan.feasible:
         console.print(plan_panel(plan, "[green]serving plan[/]"))
         return
-    err_console.print(f"[bold red]infeasible:[/] {escape(plan.reason)}", highlight=False)
+    err_console.print(f"[bold red]infeasible:[/] {esc(plan.reason)}", highlight=False)
     fb = plan.fallback
     if fb is None:
         say(err_console, "No fallback: no configuration fits the GPU budget at all.")
@@ -300,10 +307,9 @@ def render_compiled(doc: dict, out: Path, console: Console, *, plot: Path | None
 
 def render_valid(path: Path, table: CascadeTable, console: Console) -> None:
     """The confirmation of ``validate``."""
-    from rich.markup import escape
 
     console.print(
-        f"[green]{escape(str(path))} is a valid cascade table[/] (schema "
+        f"[green]{esc(str(path))} is a valid cascade table[/] (schema "
         f"{table.document['schema_version']}, {len(table.rows)} rows, sha256 {table.sha256[:12]}).",
         highlight=False,
         soft_wrap=True,
@@ -326,17 +332,19 @@ def render_demo(
         f"{table_path.parent / 'run'}.\nNext: hadis-profile resolve {table_path} "
         f"--qps {request['qps']:g} --slo {request['slo_s']:g} --gpus {request['gpus']}",
     )
+    say(
+        console, f"The report (open it in a browser): {table_path.parent / 'report' / 'index.html'}"
+    )
 
 
 def render_import_summary(summary: ImportSummary, console: Console) -> None:
     """What an import put in the run: prompts, models, confidences, latencies, router."""
-    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=escape(f"Imported run '{summary.run_id}'"), show_header=False)
-    t.add_row("run folder", escape(str(summary.run_dir)))
+    t = Table(title=esc(f"Imported run '{summary.run_id}'"), show_header=False)
+    t.add_row("run folder", esc(str(summary.run_dir)))
     t.add_row("prompts", f"{summary.n_prompts}  (set hash {summary.prompt_set_hash[:12]}...)")
-    t.add_row("models", escape(", ".join(summary.models)))
+    t.add_row("models", esc(", ".join(summary.models)))
     t.add_row(
         "confidences",
         f"{summary.confidence_rows} images ({summary.images_per_prompt} per prompt)"
@@ -344,7 +352,7 @@ def render_import_summary(summary: ImportSummary, console: Console) -> None:
         else "none",
     )
     t.add_row("latency points", str(summary.latency_points))
-    t.add_row("router features", escape(", ".join(summary.router_features)) or "none")
+    t.add_row("router features", esc(", ".join(summary.router_features)) or "none")
     t.add_row("external configurations", str(summary.external_rows))
     if summary.external_latency_max_dev_s is not None:
         t.add_row(
@@ -356,24 +364,22 @@ def render_import_summary(summary: ImportSummary, console: Console) -> None:
 
 def render_export(run: Path, fmt: str, paths: Sequence[Path], console: Console) -> None:
     """The files an export wrote, with their sizes."""
-    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=escape(f"Exported {run} as {fmt}"))
+    t = Table(title=esc(f"Exported {run} as {fmt}"))
     t.add_column("file")
     t.add_column("bytes", justify="right")
     for p in paths:
-        t.add_row(escape(str(p)), f"{p.stat().st_size:,}")
+        t.add_row(esc(str(p)), f"{p.stat().st_size:,}")
     console.print(t)
 
 
 def render_zoo(zoo: Zoo, console: Console) -> None:
     """A validated zoo, one row per model, and its hash."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
 
-    where = escape(str(zoo.path or "the zoo"))
+    where = esc(str(zoo.path or "the zoo"))
     table = Table(
         title=where,
         title_justify="left",
@@ -393,7 +399,7 @@ def render_zoo(zoo: Zoo, console: Console) -> None:
         if m.components:
             source += " (+" + ", ".join(c.component for c in m.components) + ")"
         cells = (m.name, m.family or "-", source, str(m.steps), f"{m.guidance_scale:g}", m.size)
-        table.add_row(*map(escape, cells), m.dtype)
+        table.add_row(*map(esc, cells), m.dtype)
     console.print(table)
     console.print(
         f"[green]{where} is valid:[/] {len(zoo)} models, zoo hash {zoo.hash()[:12]}.",
@@ -446,12 +452,11 @@ def render_fit_stored(run: Path, console: Console) -> None:
 
 def render_training(res: Any, console: Console) -> None:
     """A trained discriminator head (``discriminator.TrainResult``): data, accuracy, files."""
-    from rich.markup import escape
     from rich.table import Table
 
     m, data = res.metadata["metrics"], res.metadata["data"]
-    t = Table(title=escape(f"Discriminator head {res.scorer_id}"), show_header=False)
-    t.add_row("encoder", escape(res.metadata["encoder"]))
+    t = Table(title=esc(f"Discriminator head {res.scorer_id}"), show_header=False)
+    t.add_row("encoder", esc(res.metadata["encoder"]))
     t.add_row("real / generated", f"{data['n_real']} / {data['n_generated']}")
     t.add_row(
         "train / validation",
@@ -461,12 +466,12 @@ def render_training(res: Any, console: Console) -> None:
     t.add_row("validation AUC", f"{m['val_auc']:.3f}")
     t.add_row(
         "features",
-        escape(f"{res.cache_hits} cached, {res.encoded} encoded ({res.cache_path})"),
+        esc(f"{res.cache_hits} cached, {res.encoded} encoded ({res.cache_path})"),
     )
     if res.unreadable:
         path, why = res.unreadable[0]
-        t.add_row("skipped", escape(f"{len(res.unreadable)} unreadable (first {path}: {why})"))
-    t.add_row("head", escape(f"{res.head_path} (+ {res.metadata_path.name})"))
+        t.add_row("skipped", esc(f"{len(res.unreadable)} unreadable (first {path}: {why})"))
+    t.add_row("head", esc(f"{res.head_path} (+ {res.metadata_path.name})"))
     console.print(t)
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from hadis_profile.errors import HadisError, ParameterError
+from hadis_profile.limits import MAX_RANDOM_SEEDS, at_most
 from hadis_profile.router.features import FEATURES
 from hadis_profile.router.model import DEFAULT_WEIGHTS
 
@@ -479,6 +480,7 @@ def calibrate(
         raise ParameterError(
             "random_seeds", "Random routing needs {param} >= 2 seeds for a confidence interval."
         )
+    at_most("random_seeds", int(random_seeds), MAX_RANDOM_SEEDS, "seeds")
     fr = _check_fractions(fractions)
     n_train = min(max(round(tf * n), 2), n - 2)
     perm = np.random.default_rng(seed).permutation(n)

@@ -33,7 +33,10 @@ so any gap comes from the workload, not from a different service-time model):
   plus the batch's latency would exceed ``admission x SLO``.
 
 The loop is event-driven (heapq for batch completions and switches; arrivals
-from a sorted array; ticks by time), in plain Python lists for speed.
+from a sorted array; ticks by time), in plain Python lists for speed. It stops
+with one sentence after :data:`~hadis_profile.limits.MAX_TICKS` ticks, so a
+cluster that can never drain its queue (or a switch that lasts 10^300 s)
+cannot loop for ever.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hadis_profile.errors import HadisError
+from hadis_profile.limits import MAX_TICKS
 from hadis_profile.simulate.testbed import (
     EWMA_WINDOW,
     HALFLIFE_TICKS,
@@ -507,6 +512,13 @@ class _Sim:
                 self.tick(now, i, counted)
                 counted = i
                 self.ticks.append((now, self.est))
+                if len(self.ticks) > MAX_TICKS:
+                    raise HadisError(
+                        f"The simulation of {self.policy.name} reached {MAX_TICKS:,} controller "
+                        f"ticks ({now:,.6g} s) with queries still in the system, the limit of "
+                        "one simulation: the cluster cannot drain this workload (add GPUs, "
+                        "set a drop factor, or use a longer tick)."
+                    )
                 if now >= next_replan - 1e-9:
                     next_replan += self.replan_s
                     self.apply(self.policy.plan(now, self.est, self.telemetry()), now)

@@ -1,8 +1,10 @@
 """Views of a simulation: a Rich comparison table, CSV files and a PNG figure.
 
 Rich and matplotlib are imported inside the functions (matplotlib through the
-Agg canvas, no pyplot), so importing the simulator costs neither. Files are
-written atomically: a reader never sees half a CSV or half a PNG.
+Agg canvas, no pyplot), so importing the simulator costs neither. Every file
+is rendered in memory first, then all of them are written into a temporary
+folder and moved into ``--out`` together (:func:`hadis_profile.fileio.atomic_dir`):
+a failure leaves no partial set of files and no half a CSV or PNG.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hadis_profile.errors import HadisError
-from hadis_profile.fileio import atomic_write_bytes, atomic_write_text
+from hadis_profile.fileio import atomic_dir
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -44,8 +45,9 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
 def render_summary(result: SimulationResult, console: Console) -> None:
     """The per-policy comparison table, then the notes that qualify it."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
+
+    from hadis_profile.termtext import esc
 
     cfg, wl = result.config, result.workload
     title = (
@@ -54,7 +56,7 @@ def render_summary(result: SimulationResult, console: Console) -> None:
         f"SLO {cfg.slo_s:g} s"
     )
     t = Table(
-        title=escape(title),
+        title=esc(title),
         box=box.SIMPLE_HEAD,
         header_style="bold",
         title_justify="left",
@@ -66,7 +68,7 @@ def render_summary(result: SimulationResult, console: Console) -> None:
     t.add_column("drop", justify="right")
     for m in result.metrics:
         arrow = "↑" if result.higher_is_better[m] else "↓"
-        header = f"{_short(m)} {arrow}"
+        header = f"{esc(_short(m))} {arrow}"
         t.add_column(header, justify="right", min_width=len(header))
     t.add_column("p50 s", justify="right")
     t.add_column("p99 s", justify="right")
@@ -84,13 +86,13 @@ def render_summary(result: SimulationResult, console: Console) -> None:
         )
     console.print(t)
     console.print(
-        escape(
+        esc(
             f"Workload: {wl['source']}. SLO violations = (late + dropped) / queries; a query "
             f"still waiting at {cfg.drop_factor:g}x SLO is dropped"
             if cfg.drop_factor is not None
             else f"Workload: {wl['source']}. SLO violations = late / queries (no drops)"
         )
-        + escape(
+        + esc(
             f". Latency over served queries; batch time = {cfg.latency_stat} of the profile; "
             f"re-plan every {cfg.replan_s:g} s, switch {cfg.switch_s:g} s."
         ),
@@ -98,7 +100,7 @@ def render_summary(result: SimulationResult, console: Console) -> None:
         soft_wrap=True,
     )
     for note in result.notes:
-        console.print(f"[dim]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+        console.print(f"[dim]note:[/] {esc(note)}", highlight=False, soft_wrap=True)
 
 
 def _csv_text(rows: list[dict], columns: list[str]) -> str:
@@ -111,13 +113,18 @@ def _csv_text(rows: list[dict], columns: list[str]) -> str:
 
 
 def write_outputs(result: SimulationResult, out: str | os.PathLike) -> list[Path]:
-    """windows.csv, decisions.csv, summary.csv, summary.json and simulate.png into ``out``."""
+    """windows.csv, decisions.csv, summary.csv, summary.json and simulate.png into ``out``,
+    all or none."""
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise HadisError(f"Cannot create the output folder {out}: {e.strerror or e}.") from None
-    paths = []
+    files = output_files(result)
+    with atomic_dir(out) as tmp:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+    return [out / name for name in files]
+
+
+def output_files(result: SimulationResult) -> dict[str, bytes]:
+    """The contents of :func:`write_outputs`' files, by file name."""
     q_cols = [f"quality:{m}" for m in result.metrics]
     win_cols = [
         "policy",
@@ -170,8 +177,21 @@ def write_outputs(result: SimulationResult, out: str | os.PathLike) -> list[Path
         "escalated",
         "decisions",
     ]
+    files = {
+        WINDOWS_CSV: _csv_text(result.windows, win_cols),
+        DECISIONS_CSV: _csv_text(decisions, dec_cols),
+        SUMMARY_CSV: _csv_text(summaries, sum_cols),
+        SUMMARY_JSON: json.dumps(summary_document(result), indent=1, allow_nan=False) + "\n",
+    }
+    out = {name: text.encode("utf-8") for name, text in files.items()}
+    out[FIGURE_PNG] = figure_png(result)
+    return out
+
+
+def summary_document(result: SimulationResult) -> dict:
+    """summary.json (and ``simulate --json``): config, workload, metrics, notes, per policy."""
     cfg = result.config
-    summary_doc = {
+    doc = {
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "workload": result.workload,
         "metrics": result.metrics,
@@ -179,21 +199,7 @@ def write_outputs(result: SimulationResult, out: str | os.PathLike) -> list[Path
         "notes": result.notes,
         "policies": [s.to_dict() for s in result.summaries],
     }
-    files = {
-        WINDOWS_CSV: _csv_text(result.windows, win_cols),
-        DECISIONS_CSV: _csv_text(decisions, dec_cols),
-        SUMMARY_CSV: _csv_text(summaries, sum_cols),
-        SUMMARY_JSON: json.dumps(summary_doc, indent=1, allow_nan=False, default=str) + "\n",
-    }
-    try:
-        for name, text in files.items():
-            atomic_write_text(out / name, text)
-            paths.append(out / name)
-        atomic_write_bytes(out / FIGURE_PNG, figure_png(result))
-        paths.append(out / FIGURE_PNG)
-    except OSError as e:
-        raise HadisError(f"Cannot write into {out}: {e.strerror or e}.") from None
-    return paths
+    return json.loads(json.dumps(doc, allow_nan=False, default=str))
 
 
 def figure_png(result: SimulationResult) -> bytes:
@@ -374,12 +380,13 @@ def scenario_markdown(result: ScenarioResult) -> str:
 def render_scenario(result: ScenarioResult, console: Console) -> None:
     """Each block's comparison (ours and the authors' accounting), then the claims check."""
     from rich import box
-    from rich.markup import escape
     from rich.table import Table
+
+    from hadis_profile.termtext import esc
 
     st = result.settings
     console.print(
-        escape(
+        esc(
             f"{result.name}: {st['queries']:,} queries of {st['trace']} x{st['time_scale']:g} "
             f"time, {st['gpus']} GPUs, SLO {st['slo_s']:g} s, batch latency {st['batch_latency']} "
             f"+ {st['discriminator_s_per_batch']:g} s per batch, "
@@ -409,7 +416,7 @@ def render_scenario(result: ScenarioResult, console: Console) -> None:
         c = result.claims.get(block) or {}
         for system, v in (c.get("baselines") or {}).items():
             console.print(
-                escape(
+                esc(
                     f"  {c['hadis']} vs {system}: {_x(v['violation_reduction_x'])} fewer "
                     f"violations ({_x(v['violation_reduction_x_authors'])} authors'), "
                     f"quality {_pct(v['quality_gain'])} ({_pct(v['quality_gain_authors'])}, "
@@ -420,7 +427,7 @@ def render_scenario(result: ScenarioResult, console: Console) -> None:
     claims = st["paper_claims"]
     lo, hi = claims["violation_reduction_x"]
     console.print(
-        escape(
+        esc(
             f"The paper claims {lo:g}-{hi:g}x fewer violations and up to "
             f"{claims['quality_gain']:.0%} better quality. viol. and FID are per query; a. is "
             "the authors' accounting (their figure: mean of 50 s points, 5-point moving average)."
@@ -442,11 +449,29 @@ def _finite_json(x: Any) -> Any:
 
 
 def write_scenario(result: ScenarioResult, out: str | os.PathLike) -> list[Path]:
-    """summary.json and e1.md into ``out``; each block's usual files into ``out/<block>/``."""
+    """summary.json and e1.md into ``out``; each block's usual files into ``out/<block>/``;
+    all or none."""
     out = Path(out)
+    blocks = {block: output_files(res) for block, res in result.blocks.items()}
+    top = {
+        SUMMARY_JSON: json.dumps(scenario_document(result), indent=1, allow_nan=False) + "\n",
+        SCENARIO_MD: scenario_markdown(result),
+    }
     paths = []
-    for block, res in result.blocks.items():
-        paths += write_outputs(res, out / block)
+    with atomic_dir(out) as tmp:
+        for block, files in blocks.items():
+            (tmp / block).mkdir()
+            for name, data in files.items():
+                (tmp / block / name).write_bytes(data)
+                paths.append(out / block / name)
+        for name, text in top.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+    return [*paths, *(out / name for name in top)]
+
+
+def scenario_document(result: ScenarioResult) -> dict:
+    """A scenario's summary.json (and ``simulate --scenario ... --json``): settings, each
+    block's config, workload and policies (with the authors' accounting), and the claims."""
     doc = {
         "scenario": result.name,
         "settings": result.settings,
@@ -467,10 +492,4 @@ def write_scenario(result: ScenarioResult, out: str | os.PathLike) -> list[Path]
         },
         "claims": result.claims,
     }
-    text = json.dumps(_finite_json(doc), indent=1, allow_nan=False, default=str) + "\n"
-    try:
-        atomic_write_text(out / SUMMARY_JSON, text)
-        atomic_write_text(out / SCENARIO_MD, scenario_markdown(result))
-    except OSError as e:
-        raise HadisError(f"Cannot write into {out}: {e.strerror or e}.") from None
-    return [*paths, out / SUMMARY_JSON, out / SCENARIO_MD]
+    return json.loads(json.dumps(_finite_json(doc), allow_nan=False, default=str))

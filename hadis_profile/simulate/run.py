@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hadis_profile.errors import HadisError, ParameterError
+from hadis_profile.limits import MAX_SIM_GPUS, MAX_TICKS, MAX_WINDOWS, at_most
 from hadis_profile.simulate.authors import AUTHORS_POLICIES, make_authors_policy
 from hadis_profile.simulate.engine import (
     BATCH_TIMES,
@@ -36,6 +37,7 @@ from hadis_profile.simulate.engine import (
 )
 from hadis_profile.simulate.policies import (
     CASCADE_POLICIES,
+    LATENCY_STATS,
     POLICIES,
     Context,
     Policy,
@@ -52,6 +54,7 @@ LATE_TOL_S = 1e-9
 #: every policy name simulate() accepts: ours, then the HADIS authors' E1 variants
 ALL_POLICIES = POLICIES + AUTHORS_POLICIES
 _TWO_MODEL = CASCADE_POLICIES | {"diffserve-fixed", "hadis-milp"}
+SPARE_MODES = ("spread", "idle")
 
 
 @dataclass(frozen=True)
@@ -85,43 +88,81 @@ class SimConfig:
     planner_clock: float | None = None
 
     def check(self) -> None:
+        """Refuse a setting the simulation cannot honour, naming its parameter."""
         if isinstance(self.gpus, bool) or not isinstance(self.gpus, int) or self.gpus < 1:
-            raise HadisError(f"gpus must be a whole number of at least 1, not {self.gpus!r}.")
-        for name, v, lo in (
-            ("slo_s", self.slo_s, 0.0),
-            ("replan_s", self.replan_s, 0.0),
-            ("window_s", self.window_s, 0.0),
+            raise ParameterError(
+                "gpus", f"{{param}} must be a whole number of at least 1, not {self.gpus!r}."
+            )
+        at_most("gpus", self.gpus, MAX_SIM_GPUS, "GPUs")
+        for name, v in (
+            ("slo_s", self.slo_s),
+            ("replan_s", self.replan_s),
+            ("window_s", self.window_s),
         ):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > lo):
-                raise HadisError(f"{name} must be a positive number of seconds, not {v!r}.")
-        if not (math.isfinite(self.switch_s) and self.switch_s >= 0):
-            raise HadisError(f"switch_s must be zero or more seconds, not {self.switch_s!r}.")
-        if self.drop_factor is not None and not (
-            math.isfinite(self.drop_factor) and self.drop_factor > 0
-        ):
-            raise HadisError(f"drop_factor must be positive (or None), not {self.drop_factor!r}.")
-        if not (math.isfinite(self.headroom) and self.headroom >= 1):
-            raise HadisError(f"headroom must be at least 1, not {self.headroom!r}.")
-        if not (0 < self.ewma_alpha <= 1):
-            raise HadisError(f"ewma_alpha must be in (0, 1], not {self.ewma_alpha!r}.")
+            if not (_real(v) and v > 0):
+                raise ParameterError(
+                    name, f"{{param}} must be a positive number of seconds, not {v!r}."
+                )
+        if not (_real(self.switch_s) and self.switch_s >= 0):
+            raise ParameterError(
+                "switch_s", f"{{param}} must be zero or more seconds, not {self.switch_s!r}."
+            )
+        if self.drop_factor is not None and not (_real(self.drop_factor) and self.drop_factor > 0):
+            raise ParameterError(
+                "drop_factor", f"{{param}} must be positive (or None), not {self.drop_factor!r}."
+            )
+        if not (_real(self.headroom) and self.headroom >= 1):
+            raise ParameterError(
+                "headroom", f"{{param}} must be at least 1, not {self.headroom!r}."
+            )
+        if not (_real(self.ewma_alpha) and 0 < self.ewma_alpha <= 1):
+            raise ParameterError(
+                "ewma_alpha", f"{{param}} must be in (0, 1], not {self.ewma_alpha!r}."
+            )
         for name, v in (("tick_s", self.tick_s), ("admission", self.admission),
                         ("planner_clock", self.planner_clock)):  # fmt: skip
-            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if v is not None and not (_real(v) and v > 0):
                 raise ParameterError(name, f"{{param}} must be a positive number, not {v!r}.")
-        if not (math.isfinite(self.batch_overhead_s) and self.batch_overhead_s >= 0):
+        if not (_real(self.batch_overhead_s) and self.batch_overhead_s >= 0):
             raise ParameterError(
                 "batch_overhead_s",
                 f"{{param}} must be zero or more seconds, not {self.batch_overhead_s!r}.",
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ParameterError(
+                "seed", f"{{param}} must be a whole number of at least 0, not {self.seed!r}."
             )
         for name, v, choices in (
             ("demand", self.demand, DEMANDS),
             ("batch_time", self.batch_time, BATCH_TIMES),
             ("dispatch", self.dispatch, DISPATCHES),
+            ("latency_stat", self.latency_stat, LATENCY_STATS),
+            ("spare", self.spare, SPARE_MODES),
         ):
             if v not in choices:
                 raise ParameterError(
                     name, f"{{param}} must be one of {', '.join(choices)}, not {v!r}."
                 )
+
+    def check_span(self, span_s: float) -> None:
+        """Refuse a workload whose span needs more ticks or windows than the limits allow."""
+        for name, step, limit, what in (
+            ("tick_s", self.tick_s, MAX_TICKS, "controller ticks"),
+            ("window_s", self.window_s, MAX_WINDOWS, "windows"),
+        ):
+            count = span_s / step
+            if count > limit:
+                raise ParameterError(
+                    name,
+                    f"The workload spans {span_s:,.6g} s, which at {{param}} = {step:g} s is "
+                    f"{count:,.6g} {what}, more than the limit of {limit:,}; shorten the "
+                    "workload or raise {param}.",
+                )
+
+
+def _real(v: object) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass
@@ -286,12 +327,16 @@ def simulate(
     """Simulate each policy on the same workload and cluster; deterministic."""
     config.check()
     if not policies:
-        raise HadisError("Name at least one policy to simulate.")
+        raise ParameterError("policies", "Name at least one policy to simulate ({param}).")
     for p in policies:
         if p not in ALL_POLICIES:
-            raise HadisError(f"Unknown policy '{p}': choose from {', '.join(ALL_POLICIES)}.")
+            raise ParameterError(
+                "policies",
+                f"Unknown policy '{p}' in {{param}}: choose from {', '.join(ALL_POLICIES)}.",
+            )
     if len(set(policies)) != len(policies):
-        raise HadisError("A policy is named twice.")
+        dup = next(p for p in policies if list(policies).count(p) > 1)
+        raise ParameterError("policies", f"{{param}} names '{dup}' twice.")
     if len(workload) == 0:
         raise HadisError("The workload has no queries.")
     ctx = build_context(
@@ -318,6 +363,7 @@ def simulate(
     if arrivals[0] > config.replan_s:
         notes.append(f"The workload starts at {arrivals[0]:g} s; times are shifted to start at 0.")
         arrivals = arrivals - arrivals[0]
+    config.check_span(float(arrivals[-1]))
     fastest = min(min(p.values()) for p in ctx.lat)
     if config.slo_s < fastest:
         notes.append(
@@ -327,9 +373,10 @@ def simulate(
     if all(set(p) == {1} for p in ctx.lat):
         notes.append("The latency profile has batch size 1 only, so every batch is one query.")
     if any(p in _TWO_MODEL for p in policies) and config.gpus < 2:
-        raise HadisError(
+        raise ParameterError(
+            "gpus",
             f"The cascade policies ({', '.join(p for p in policies if p in _TWO_MODEL)}) "
-            f"need at least 2 GPUs, one per model, but only {config.gpus} was given."
+            f"need at least 2 GPUs, one per model, but {{param}} is {config.gpus}.",
         )
     duration = float(arrivals[-1]) if arrivals[-1] > 0 else 1.0
     mean_qps = len(arrivals) / duration

@@ -153,7 +153,7 @@ def hadis_e1(
     tmp = Path(tempfile.mkdtemp(prefix="hadis-e1-"))
     try:
         import_hadis_reference(data / E1_REFERENCE, tmp / "run", batch_latency=batch_latency)
-        with RunStore.open(tmp / "run") as store:
+        with RunStore.open(tmp / "run", readonly=True) as store:
             meas = store.load_measurements()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,12 +7,12 @@ mixins build on :class:`Catalogue` and use its ``_require_*`` checks.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from hadis_profile.errors import HadisError
 from hadis_profile.fileio import canonical_json, sha256_text
 from hadis_profile.store.core import StoreCore
+from hadis_profile.store.values import decode_json
 
 
 def spec_hash_of(spec: dict) -> str:
@@ -54,7 +54,11 @@ class Catalogue(StoreCore):
             row = self._db.execute(
                 "SELECT spec_hash, spec_json FROM models WHERE name=?", (name,)
             ).fetchone()
-            stored = json.loads(row[1]).get("checkpoint") if row is not None else None
+            stored = (
+                decode_json(row[1], f"spec of model {name!r}").get("checkpoint")
+                if row is not None
+                else None
+            )
             changed = row is not None and (
                 row[0] != new_hash or not same_checkpoint(stored, spec.get("checkpoint"))
             )
@@ -93,7 +97,7 @@ class Catalogue(StoreCore):
                 "height": r[3],
                 "width": r[4],
                 "dtype": r[5],
-                "spec": json.loads(r[6]),
+                "spec": decode_json(r[6], f"spec of model {r[0]!r}"),
             }
             for r in rows
         }
@@ -128,7 +132,12 @@ class Catalogue(StoreCore):
             "SELECT label, device_name, driver, libraries_json FROM hardware ORDER BY label"
         )
         return [
-            {"label": r[0], "device_name": r[1], "driver": r[2], "libraries": json.loads(r[3])}
+            {
+                "label": r[0],
+                "device_name": r[1],
+                "driver": r[2],
+                "libraries": decode_json(r[3], f"library list of hardware {r[0]!r}"),
+            }
             for r in rows
         ]
 

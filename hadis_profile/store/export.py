@@ -2,7 +2,9 @@
 
 The flat, tool-friendly view for pandas, DuckDB or a spreadsheet. Floats are
 written with ``repr`` (CSV) or as float64 (parquet), so they round-trip
-exactly; every file is written atomically. pyarrow is imported only when
+exactly. The files are built in a temporary folder and moved into the target
+only once all of them are complete (:func:`hadis_profile.fileio.atomic_dir`),
+so a failed export leaves the target as it was. pyarrow is imported only when
 parquet is asked for.
 """
 
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hadis_profile.errors import HadisError, ParameterError
-from hadis_profile.fileio import atomic_write_bytes, atomic_write_via
+from hadis_profile.fileio import atomic_dir, atomic_write_bytes, atomic_write_via
 from hadis_profile.store.core import RUN_JSON
 from hadis_profile.store.values import decode_vector
 
@@ -27,11 +29,12 @@ EXPORT_FORMATS = ("csv", "parquet")
 
 
 def export_run(store: RunStore, out_dir: str | Path, fmt: str = "csv") -> list[Path]:
-    """Write one file per table (CSV or parquet), each atomically; return the paths.
+    """Write one file per table (CSV or parquet), all or nothing; return the paths.
 
     Feature vectors and FID reference statistics are binary matrices, so
     they go to ``features__<extractor>.npz`` / ``reference_stats.npz``
     whatever the format. ``run.json`` (provenance, router spec) comes along.
+    Other files already in ``out_dir`` are kept; same-named ones are replaced.
     """
     if fmt not in EXPORT_FORMATS:
         raise ParameterError(
@@ -39,10 +42,15 @@ def export_run(store: RunStore, out_dir: str | Path, fmt: str = "csv") -> list[P
         )
     if fmt == "parquet":
         _pyarrow()  # fail before writing anything
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    target = Path(out_dir)
+    with atomic_dir(target) as tmp:
+        names = [p.name for p in _export_into(store, tmp, fmt)]
+    return [target / name for name in names]
+
+
+def _export_into(store: RunStore, out: Path, fmt: str) -> list[Path]:
     written: list[Path] = []
-    for name, (cols, types, rows) in _export_tables(store).items():
+    for name, (cols, types, rows) in export_tables(store).items():
         if fmt == "csv":
             path = out / f"{name}.csv"
             _atomic_csv(path, cols, rows)
@@ -57,8 +65,9 @@ def export_run(store: RunStore, out_dir: str | Path, fmt: str = "csv") -> list[P
     return written
 
 
-def _export_tables(store: RunStore) -> dict[str, tuple[list[str], list[str], list[tuple]]]:
-    """table name -> (columns, arrow types, rows): the flat, tool-friendly view."""
+def export_tables(store: RunStore) -> dict[str, tuple[list[str], list[str], list[tuple]]]:
+    """table name -> (columns, arrow types, rows): the flat, tool-friendly view (also what
+    :meth:`hadis_profile.store.frames.Run.frames` turns into DataFrames)."""
     tables = {}
     for name, (columns, sql) in _EXPORTS.items():
         cols, types = zip(*(c.split(":") for c in columns.split()), strict=True)
@@ -90,7 +99,7 @@ def _export_binary(store: RunStore, out: Path) -> list[Path]:
             "ORDER BY f.image_id",
             (ext,),
         ).fetchall()
-        vecs = np.stack([decode_vector(r[2], r[1]) for r in rows])
+        vecs = np.stack([decode_vector(r[2], r[1], what=f"feature vector '{ext}'") for r in rows])
         path = out / f"features__{_safe_name(ext)}.npz"
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         atomic_write_via(path, lambda p, i=ids, v=vecs: _savez(p, image_id=i, vectors=v))

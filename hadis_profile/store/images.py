@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, InputError
 from hadis_profile.store.catalogue import Catalogue
 from hadis_profile.store.values import (
     check_metric_id,
     check_scorer,
+    decode_vector,
     finite,
     finite_array,
     vector_blob,
@@ -109,9 +110,12 @@ class ImageRecords(Catalogue):
         for ext, d, mu, sigma in self._db.execute(
             "SELECT extractor, dim, mu, sigma FROM reference_stats ORDER BY extractor"
         ):
+            what = f"FID reference statistic of {ext!r}"
+            if not isinstance(d, int) or d < 1:
+                raise InputError(f"The run store holds a {what} of dimension {d!r}.")
             out[ext] = (
-                np.frombuffer(mu, "<f8").copy(),
-                np.frombuffer(sigma, "<f8").reshape(d, d).copy(),
+                decode_vector(mu, "float64", d, what).copy(),
+                decode_vector(sigma, "float64", d * d, what).reshape(d, d).copy(),
             )
         return out
 

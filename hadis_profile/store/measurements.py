@@ -197,6 +197,6 @@ def _features(db: sqlite3.Connection, model: str, n: int) -> dict[str, np.ndarra
         target = np.float32 if dtypes == {"float32"} else np.float64
         arr = np.empty((n * k, dim), dtype=target)
         for j, r in enumerate(rows):
-            arr[j] = decode_vector(r[3], r[1])
+            arr[j] = decode_vector(r[3], r[1], dim, f"feature vector '{ext}'")
         out[ext] = arr.reshape(n, k, dim)
     return out

@@ -7,17 +7,22 @@ a serving stack can score new prompts exactly as the profiled ones were scored.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, InputError
 from hadis_profile.fileio import canonical_json
 from hadis_profile.measurements import ExternalConfig
 from hadis_profile.store.catalogue import Catalogue
-from hadis_profile.store.values import check_metric_id, finite, finite_array
+from hadis_profile.store.values import (
+    check_metric_id,
+    decode_json,
+    decode_vector,
+    finite,
+    finite_array,
+)
 
 
 class RoutingRecords(Catalogue):
@@ -58,7 +63,13 @@ class RoutingRecords(Catalogue):
 
     def router_spec(self) -> dict | None:
         raw = self._meta("router_spec")
-        return json.loads(raw) if raw else None
+        if not raw:
+            return None
+        spec = decode_json(raw, "router spec")
+        names = spec.get("features")
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise InputError("The run store holds a router spec without a list of feature names.")
+        return spec
 
     def router(self) -> tuple[np.ndarray, list[str], np.ndarray, dict] | None:
         """(features [n, k], names, scores [n], spec) or None when no router was stored."""
@@ -67,8 +78,11 @@ class RoutingRecords(Catalogue):
             return None
         rows = self._db.execute("SELECT score, features FROM router ORDER BY prompt_id").fetchall()
         names = list(spec["features"])
-        feats = np.frombuffer(b"".join(r[1] for r in rows), "<f8").reshape(len(rows), len(names))
-        return feats.copy(), names, np.array([r[0] for r in rows], dtype=np.float64), spec
+        blobs = [decode_vector(r[1], "float64", len(names), "router feature row") for r in rows]
+        feats = np.stack(blobs) if blobs else np.empty((0, len(names)))
+        with self._decoding("router scores"):
+            scores = np.array([r[0] for r in rows], dtype=np.float64)
+        return feats.copy(), names, scores, spec
 
     # ---------------------------------------------------------------- external configurations
 

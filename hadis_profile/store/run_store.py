@@ -76,8 +76,10 @@ class RunStore(LatencyRecords, ImageRecords, BulkWriters, RoutingRecords):
 
         See :func:`hadis_profile.store.measurements.load_measurements`.
         """
-        return load_measurements(self, hardware=hardware, confidence_scorer=confidence_scorer)
+        with self._decoding("measurements"):
+            return load_measurements(self, hardware=hardware, confidence_scorer=confidence_scorer)
 
     def export(self, out_dir: str | Path, fmt: str = "csv") -> list[Path]:
         """One CSV or parquet file per table; see :func:`hadis_profile.store.export.export_run`."""
-        return export_run(self, out_dir, fmt)
+        with self._decoding("a record"):
+            return export_run(self, out_dir, fmt)

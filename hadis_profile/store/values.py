@@ -1,9 +1,14 @@
-"""Checking and encoding values on their way into SQLite, and decoding vectors on the way out.
+"""Checking and encoding values on their way into SQLite, and decoding them on the way out.
 
 Every writer refuses NaN, infinities and empty ids with one sentence naming
 what was wrong, because SQLite would store NaN as NULL and the compiler would
 only find out much later. Vectors are stored as little-endian bytes with their
 dtype name, so float32 feature vectors stay float32 (half the storage).
+
+Reading trusts nothing either: a store is a file anyone can edit, so a JSON
+column that does not parse, a blob of the wrong length or an unknown dtype is
+one :class:`~hadis_profile.errors.InputError` sentence (:func:`decode_json`,
+:func:`decode_vector`), not a ``ValueError`` from deep inside numpy.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hadis_profile.errors import HadisError
+from hadis_profile.errors import HadisError, InputError
 
 #: dtype names a stored vector may have -> numpy type.
 FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -62,9 +67,35 @@ def vector_blob(vector: Any, what: str) -> tuple[str, int, bytes]:
     return arr.dtype.name, int(arr.shape[0]), arr.tobytes()
 
 
-def decode_vector(blob: bytes, dtype: str) -> np.ndarray:
-    """A stored vector back as a (read-only) numpy view of ``blob``."""
-    return np.frombuffer(blob, np.dtype(FLOAT_DTYPES[dtype]).newbyteorder("<"))
+def decode_vector(
+    blob: bytes, dtype: str, dim: int | None = None, what: str = "vector"
+) -> np.ndarray:
+    """A stored vector back as a (read-only) numpy view of ``blob``, checked against
+    its dtype name and, when given, its dimension."""
+    if dtype not in FLOAT_DTYPES or not isinstance(blob, bytes):
+        raise InputError(f"The run store holds a {what} of unknown type {str(dtype)[:40]!r}.")
+    kind = np.dtype(FLOAT_DTYPES[dtype]).newbyteorder("<")
+    if len(blob) % kind.itemsize or (dim is not None and len(blob) != dim * kind.itemsize):
+        raise InputError(
+            f"The run store holds a {what} of {len(blob)} bytes, which is not "
+            f"{dim if dim is not None else 'a whole number of'} {dtype} values."
+        )
+    return np.frombuffer(blob, kind)
+
+
+def decode_json(text: Any, what: str, kind: type = dict) -> Any:
+    """A JSON column or meta value back as ``kind`` (dict or list), or one sentence."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        raise InputError(f"The run store holds a {what} that is not valid JSON.") from None
+    if not isinstance(value, kind):
+        raise InputError(
+            f"The run store holds a {what} that is a {type(value).__name__}, not a {kind.__name__}."
+        )
+    return value
 
 
 def check_metric_id(metric_id: str) -> str:
