@@ -42,8 +42,9 @@ from machine import cpu_model  # noqa: E402  (benchmarks/machine.py)
 
 from hadis_profile.pareto import compile_table  # noqa: E402
 from hadis_profile.simulate import POLICIES, SimConfig, poisson_workload, simulate  # noqa: E402
+from hadis_profile.simulate.context import build_context  # noqa: E402
 from hadis_profile.simulate.engine import run_policy  # noqa: E402
-from hadis_profile.simulate.policies import build_context, make_policy  # noqa: E402
+from hadis_profile.simulate.policies import make_policy  # noqa: E402
 from hadis_profile.store import RunStore  # noqa: E402
 from hadis_profile.table import CascadeTable  # noqa: E402
 

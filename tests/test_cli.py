@@ -95,7 +95,7 @@ def test_choices_come_from_the_library_registries():
     from hadis_profile import demo, pareto
     from hadis_profile.router import CALIBRATION_METHODS
     from hadis_profile.simulate import ALL_POLICIES
-    from hadis_profile.simulate.policies import LATENCY_STATS
+    from hadis_profile.simulate.context import LATENCY_STATS
     from hadis_profile.store import EXPORT_FORMATS
 
     assert get_args(options.PairSelection) == pareto.PAIR_SELECTIONS

@@ -125,6 +125,12 @@ def test_a_run_records_its_environment_and_checkpoints(tmp_path):
             tz.root / "sd1"
         )
         assert meas.provenance["random_weights"] == []
+    # the table says exactly which weights and which software its numbers come from
+    from hadis_profile.pareto import compile_run
+
+    run_prov = compile_run(opts.out)["payload"]["provenance"]["run"]
+    assert run_prov["checkpoints"]["tiny-sd1-light"]["sha256"] == content_hash(tz.root / "sd1")
+    assert run_prov["environment"]["libraries"]["diffusers"]
 
 
 # --------------------------------------------------------------------------- --no-weights
@@ -184,3 +190,49 @@ def test_no_weights_profiles_the_real_sd15_architecture_on_the_cpu(tmp_path):
         assert store.done_prompts("sd15") == set()
         assert store.models()["sd15"]["spec"]["weights"] == "random"
         assert store.load_measurements().provenance["random_weights"] == ["sd15"]
+
+
+def test_dry_run_probes_a_shipped_architecture_with_random_weights(tmp_path):
+    """No checkpoint on this machine: the estimate still comes from timing the real
+    architecture, built with random weights."""
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(SD15)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red apple\nthree ducks\n")
+    opts = P.RunOptions(
+        zoo=zoo,
+        prompts=prompts,
+        out=tmp_path / "run",
+        models=["sd15"],
+        batch_sizes=(1, 2),
+        images_per_prompt=1,
+        device="cpu",
+        dry_run=True,
+    )
+    report = P.run_profile(opts)
+    (m,) = report.models
+    assert m.per_image_source == "probe" and m.per_image_s > 0
+    assert any("hf download stable-diffusion-v1-5/stable-diffusion-v1-5" in w for w in m.warnings)
+    assert m.estimate_s is not None and not (tmp_path / "run").exists()
+
+
+def test_diffusers_is_required_from_the_first_release_that_runs_sd35():
+    """diffusers 0.30 loads SD3.5 without its QK-norm and dual attention (a silenced warning,
+    wrong images); 0.31 is the first with both (diffusers#9734)."""
+    import re
+    from pathlib import Path
+
+    import diffusers
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    extras = project["project"]["optional-dependencies"]
+    for extra in ("measure", "test"):
+        pins = [d for d in extras[extra] if d.startswith("diffusers")]
+        for pin in pins:
+            low = re.search(r">=\s*([0-9.]+)", pin).group(1)
+            assert tuple(int(x) for x in low.split(".")) >= (0, 31), pin
+    from inspect import signature
+
+    params = signature(diffusers.SD3Transformer2DModel.__init__).parameters
+    assert "qk_norm" in params and "dual_attention_layers" in params

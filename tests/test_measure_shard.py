@@ -231,7 +231,7 @@ WORKER_PROBE = '''
 """Test plug-in: fails if the worker process ever imported the run store."""
 import sys
 
-from hadis_profile.measure.scorers import FunctionDiscriminator
+from hadis_profile.measure.plugins import FunctionDiscriminator
 
 
 def _half(images, prompts):

@@ -16,6 +16,7 @@ from hadis_profile import samples as SA  # noqa: E402
 from hadis_profile.errors import HadisError  # noqa: E402
 from hadis_profile.measure import latency as L  # noqa: E402
 from hadis_profile.measure import memory as M  # noqa: E402
+from hadis_profile.measure import plugins as PL  # noqa: E402
 from hadis_profile.measure import scorers as S  # noqa: E402
 from hadis_profile.measure.generate import image_seed  # noqa: E402
 
@@ -210,36 +211,36 @@ def plugin_module(monkeypatch):
 
 def test_plugin_scorers(plugin_module):
     imgs = torch.full((3, 3, 4, 4), 0.5)
-    fn = S.load_scorer("hadis_test_plugins:brightness", metric_id="clip_score:brightness")
+    fn = PL.load_scorer("hadis_test_plugins:brightness", metric_id="clip_score:brightness")
     assert fn.metric_id == "clip_score:brightness"
     np.testing.assert_allclose(fn.score(imgs, ["a", "b", "c"]), [128.0] * 3)
-    cls = S.load_scorer("hadis_test_plugins:Constant", value=3.0)
+    cls = PL.load_scorer("hadis_test_plugins:Constant", value=3.0)
     np.testing.assert_allclose(cls.score(imgs, ["a"] * 3), [3.0] * 3)
-    factory = S.load_scorer("hadis_test_plugins:make_constant")
+    factory = PL.load_scorer("hadis_test_plugins:make_constant")
     np.testing.assert_allclose(factory.score(imgs, ["a"] * 3), [2.0] * 3)
-    via_name = S.make_scorer("hadis_test_plugins:Constant")
+    via_name = PL.make_scorer("hadis_test_plugins:Constant")
     assert via_name.metric_id == "pick_score:constant"
-    disc = S.load_discriminator("hadis_test_plugins:half", scorer_id="half")
+    disc = PL.load_discriminator("hadis_test_plugins:half", scorer_id="half")
     np.testing.assert_allclose(disc.confidence(imgs, ["a"] * 3), [0.5] * 3)
-    ext = S.load_extractor("hadis_test_plugins:Flat")
+    ext = PL.load_extractor("hadis_test_plugins:Flat")
     assert ext.features(imgs).shape == (3, 4)
 
 
 def test_plugin_errors(plugin_module):
     with pytest.raises(HadisError, match="metric id"):
-        S.load_scorer("hadis_test_plugins:brightness")
+        PL.load_scorer("hadis_test_plugins:brightness")
     with pytest.raises(HadisError, match="Unknown metric"):
-        S.load_scorer("hadis_test_plugins:brightness", metric_id="sharpness:x")
+        PL.load_scorer("hadis_test_plugins:brightness", metric_id="sharpness:x")
     with pytest.raises(HadisError, match="has no 'nope'"):
-        S.load_scorer("hadis_test_plugins:nope")
+        PL.load_scorer("hadis_test_plugins:nope")
     with pytest.raises(HadisError, match="Cannot import"):
-        S.load_scorer("no_such_module_xyz:fn")
+        PL.load_scorer("no_such_module_xyz:fn")
     with pytest.raises(HadisError, match=r"package\.module:callable"):
-        S.load_scorer("just-a-name")
+        PL.load_scorer("just-a-name")
     with pytest.raises(HadisError, match="Unknown scorer"):
-        S.make_scorer("sharpness")
+        PL.make_scorer("sharpness")
     with pytest.raises(HadisError, match="2 prompts"):
-        S.load_scorer("hadis_test_plugins:Constant").score(torch.zeros(3, 3, 4, 4), ["a", "b"])
+        PL.load_scorer("hadis_test_plugins:Constant").score(torch.zeros(3, 3, 4, 4), ["a", "b"])
 
 
 # ----------------------------------------------------------------------------- FID features

@@ -26,9 +26,10 @@ from hadis_profile.simulate import (
     poisson_workload,
     simulate,
 )
+from hadis_profile.simulate.context import build_context
 from hadis_profile.simulate.engine import DROPPED, SERVED, run_policy
 from hadis_profile.simulate.output import FIGURE_PNG, WINDOWS_CSV, write_outputs
-from hadis_profile.simulate.policies import build_context, filter_rows, make_policy
+from hadis_profile.simulate.policies import filter_rows, make_policy
 from hadis_profile.table import CascadeTable
 
 CLIP = "clip_score:test"

@@ -27,9 +27,10 @@ from hadis_profile.pareto import compile_table
 from hadis_profile.simulate import AUTHORS_POLICIES, SimConfig, Workload, simulate
 from hadis_profile.simulate.accounting import MixCurves, authors_accounting
 from hadis_profile.simulate.authors import make_authors_policy, planner_latency, worker_cut
+from hadis_profile.simulate.context import Assignment, build_context
 from hadis_profile.simulate.engine import DROPPED, SERVED, PolicyRun, run_policy
 from hadis_profile.simulate.output import write_scenario
-from hadis_profile.simulate.policies import Assignment, Policy, build_context
+from hadis_profile.simulate.policies import Policy
 from hadis_profile.simulate.scenarios import e1_config, hadis_e1
 from hadis_profile.simulate.testbed import Telemetry, batch_time_row
 from hadis_profile.table import CascadeTable

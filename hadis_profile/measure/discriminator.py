@@ -256,6 +256,7 @@ def build_discriminator(
 ) -> tuple[Any, dict]:
     """``learned`` (with ``head``, or ``learned:HEAD``), ``clip[:ckpt]``,
     ``pick[:model[,processor]]`` or a ``module:callable`` plug-in -> (discriminator, spec)."""
+    from hadis_profile.measure import plugins as PL
     from hadis_profile.measure import scorers as S
     from hadis_profile.measure.devices import pick_device
 
@@ -285,7 +286,7 @@ def build_discriminator(
         checkpoint = model
         definition = "PickScore / logit scale, clamped to [0, 1] = max(cos, 0)"
     elif arg:
-        disc = S.load_discriminator(kind)
+        disc = PL.load_discriminator(kind)
         return disc, {"kind": "plugin", "scorer_id": disc.scorer_id, "callable": kind}
     else:
         raise ParameterError(

@@ -303,7 +303,7 @@ def score_run(
 
     if batch_size < 1:
         raise ParameterError("batch_size", "{param} must be at least 1.")
-    with RunStore.open(run_dir) as store:
+    with RunStore.open(run_dir, write_lock="discriminator score") as store:
         images = run_images(store, models)
         disc, spec = build_discriminator(
             kind,

@@ -57,10 +57,11 @@ def zoo_scorers(zoo: Any, base_dir: Path) -> list[str]:
 
 def build_quality_tools(opts: Any, device: str) -> QualityTools:  # opts: RunOptions
     """Load scorers, the discriminator and FID extractors (all before any diffusion model)."""
+    from hadis_profile.measure import plugins as PL
     from hadis_profile.measure import scorers as S
 
     common = {"device": device, "cache_dir": opts.cache_dir, "online": opts.online}
-    scorers = [S.make_scorer(name, **common) for name in dict.fromkeys(opts.scorers)]
+    scorers = [PL.make_scorer(name, **common) for name in dict.fromkeys(opts.scorers)]
     disc = None
     choice = opts.discriminator
     if choice == "clip":
@@ -71,7 +72,7 @@ def build_quality_tools(opts: Any, device: str) -> QualityTools:  # opts: RunOpt
 
         disc = LearnedDiscriminator(choice.split(":", 1)[1], **common)
     elif choice not in ("none", ""):
-        disc = S.load_discriminator(choice)
+        disc = PL.load_discriminator(choice)
     extractors = []
     kind, _, arg = opts.fid.partition(":")
     if kind == "clip":
@@ -94,7 +95,7 @@ def build_quality_tools(opts: Any, device: str) -> QualityTools:  # opts: RunOpt
     elif kind == "inception":
         extractors.append(S.InceptionExtractor(arg or None, device=device))
     elif opts.fid not in ("none", ""):
-        extractors.append(S.load_extractor(opts.fid))
+        extractors.append(PL.load_extractor(opts.fid))
     return QualityTools(scorers, disc, extractors)
 
 

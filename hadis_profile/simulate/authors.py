@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hadis_profile.errors import HadisError
-from hadis_profile.simulate.policies import Assignment, Context, Policy, spread_spare
+from hadis_profile.simulate.context import Assignment, Context
+from hadis_profile.simulate.policies import Policy, spread_spare
 
 if TYPE_CHECKING:
     from hadis_profile.simulate.testbed import Telemetry

@@ -61,7 +61,8 @@ from hadis_profile.simulate.testbed import (
 )
 
 if TYPE_CHECKING:
-    from hadis_profile.simulate.policies import Assignment, Context, Policy
+    from hadis_profile.simulate.context import Assignment, Context
+    from hadis_profile.simulate.policies import Policy
 
 WAITING, SERVED, DROPPED = 0, 1, 2
 IDLE, BATCH, SWITCHING, UNASSIGNED = 0, 1, 2, 3

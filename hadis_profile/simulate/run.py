@@ -26,6 +26,7 @@ import numpy as np
 from hadis_profile.errors import HadisError, ParameterError
 from hadis_profile.limits import MAX_SIM_GPUS, MAX_TICKS, MAX_WINDOWS, at_most
 from hadis_profile.simulate.authors import AUTHORS_POLICIES, make_authors_policy
+from hadis_profile.simulate.context import LATENCY_STATS, Context, build_context
 from hadis_profile.simulate.engine import (
     BATCH_TIMES,
     DEMANDS,
@@ -35,15 +36,7 @@ from hadis_profile.simulate.engine import (
     PolicyRun,
     run_policy,
 )
-from hadis_profile.simulate.policies import (
-    CASCADE_POLICIES,
-    LATENCY_STATS,
-    POLICIES,
-    Context,
-    Policy,
-    build_context,
-    make_policy,
-)
+from hadis_profile.simulate.policies import CASCADE_POLICIES, POLICIES, Policy, make_policy
 
 if TYPE_CHECKING:
     from hadis_profile.measurements import Measurements
