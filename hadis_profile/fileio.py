@@ -20,9 +20,11 @@ the environment is.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -38,6 +40,25 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(
         obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values from whatever a producer holds: dataclasses and dicts become
+    objects, tuples and numpy arrays lists, numpy scalars numbers, paths strings, and
+    NaN or infinity None (strict JSON has neither; a table must never hold one)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalar or array
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    return obj
 
 
 def sha256_bytes(data: bytes) -> str:

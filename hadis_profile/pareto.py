@@ -343,7 +343,8 @@ def compile_table(
     """
     from hadis_profile import metrics as metric_ids
     from hadis_profile import sweep
-    from hadis_profile.table import jsonable, make_document
+    from hadis_profile.fileio import jsonable
+    from hadis_profile.table import make_document
 
     _check_sweep_options(pairs, grid)
     meas.check()

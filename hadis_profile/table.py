@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
 from dataclasses import dataclass
@@ -60,7 +59,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "CascadeTable",
     "check_document",
-    "jsonable",
     "load_table",
     "make_document",
     "payload_hash",
@@ -221,23 +219,6 @@ def write_table(path: str | os.PathLike, document: dict) -> None:
         atomic_write_text(path, text)
     except OSError as e:
         raise HadisError(f"Cannot write {path}: {e.strerror or e}.") from None
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain JSON values from numpy scalars/arrays and tuples; NaN and infinity become None.
-
-    The compiler builds payloads from numpy results; converting here, once, is
-    what guarantees the "no NaN anywhere" rule of the format.
-    """
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalar or array
-        return jsonable(obj.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj
 
 
 @functools.lru_cache(maxsize=1)

@@ -31,3 +31,27 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temp_file(tmp_path):
         atomic_write_via(target, boom)
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_jsonable_gives_strict_json_whatever_the_producer_held():
+    import dataclasses
+    import json
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from hadis_profile.fileio import jsonable
+
+    @dataclasses.dataclass
+    class Point:
+        batch: int
+        p50: float
+        where: Path
+
+    got = jsonable(
+        {1: Point(np.int64(2), float("nan"), Path("/x/y")), "a": (np.float32(0.5), math.inf)}
+    )
+    assert got == {"1": {"batch": 2, "p50": None, "where": "/x/y"}, "a": [0.5, None]}
+    assert json.loads(json.dumps(got, allow_nan=False)) == got
+    assert jsonable(np.arange(3).reshape(1, 3)) == [[0, 1, 2]]

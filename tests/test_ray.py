@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hadis_profile.measure.scorers import FunctionDiscriminator
+from hadis_profile.measure.plugins import FunctionDiscriminator
 
 HERE = Path(__file__).parent
 CALLS = 0

@@ -320,8 +320,7 @@ def run_cmd(
 
 def _json_summary(report: object, _console: object) -> None:
     """``run --json``: the run's summary (``measure.summary.RunReport``) as one document."""
-    from hadis_profile.measure.summary import to_jsonable
-    from hadis_profile.report.documents import finite
+    from hadis_profile.fileio import jsonable
     from hadis_profile.report.terminal import write_json
 
-    write_json(finite(to_jsonable(report)))
+    write_json(jsonable(report))

@@ -4,14 +4,18 @@ The cascade compares models *on the same prompts and the same noise*, and a
 resumed run must regenerate exactly what an uninterrupted one would have. So
 image ``j`` of prompt ``i`` always starts from ``image_seed(base_seed, i, j)``,
 drawn by its own CPU ``torch.Generator``: diffusers draws each batch element's
-initial latents from its own generator when given a list, so an image does
-not depend on the batch size, on which other images share its batch, or on the
-device (CPU generators give the same noise on every GPU).
+initial latents from its own generator when given a list, so an image's noise
+does not depend on the batch size, on which other images share its batch, or on
+the device (CPU generators give the same noise on every GPU). The image itself
+is the same up to floating-point rounding: batched kernels may sum in another
+order (on the tiny CPU pipelines pixels differ by up to about 2e-3 between batch
+1 and batch 4), so a run that must reproduce another bit for bit keeps
+``gen_batch`` fixed (shards do: ``run --shard`` docs).
 
 Images come back per prompt, as soon as a prompt's K images are complete, so a
-caller can commit one (model, prompt) unit at a time. Because an image does not
-depend on its batch, a batch that runs out of memory is simply retried at half
-the size.
+caller can commit one (model, prompt) unit at a time. Since the batch does not
+change which image is made, a batch that runs out of memory is simply retried at
+half the size.
 """
 
 from __future__ import annotations
@@ -68,8 +72,8 @@ def generate_images(
     Each pipeline call is timed like a latency measurement (CUDA events on a
     GPU) and reported to ``on_call(batch, seconds)``, so the calls that make
     the images can also serve as latency samples. A call that runs out of
-    memory is retried at half the batch (the images do not depend on the
-    batch, see the module docstring), after ``on_oom(new_batch, message)`` has
+    memory is retried at half the batch (the batch does not change which image
+    is made, see the module docstring), after ``on_oom(new_batch, message)`` has
     had a chance to repair the pipeline; at batch 1 the error propagates.
     """
     import torch

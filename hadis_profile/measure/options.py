@@ -65,7 +65,8 @@ class RunOptions:
     #: Build each model from its shipped architecture config with random weights instead
     #: of loading its checkpoint: latency, memory and the OOM point only (no quality).
     no_weights: bool = False
-    #: ``--devices``: one worker process per entry (``cuda:N`` or ``cpu``); see :mod:`.shard`.
+    #: ``--devices``: one worker process per entry (``cuda:N`` or ``cpu``); see
+    #: :mod:`.launchers.local`.
     devices: list[str] | None = None
     #: Where jobs run: "local" (in this process, or one process per ``devices`` entry)
     #: or "ray" (actors on a Ray cluster; see :mod:`.launchers.ray`).

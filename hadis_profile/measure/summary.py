@@ -6,7 +6,6 @@ renderers read them; nothing here decides or draws anything.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,22 +87,3 @@ class RunFailed(HadisError):
             + ". Everything else is saved, and rerunning the same command retries what is "
             "missing."
         )
-
-
-def to_jsonable(report: RunReport) -> dict[str, Any]:
-    """The report as JSON-ready data (paths as strings, latency points as dicts)."""
-
-    def plain(obj: Any) -> Any:
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        if isinstance(obj, dict):
-            return {str(k): plain(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [plain(v) for v in obj]
-        if isinstance(obj, Path):
-            return str(obj)
-        if isinstance(obj, float) and obj != obj:  # NaN (an infeasible point's stats)
-            return None
-        return obj
-
-    return plain(report)

@@ -25,8 +25,8 @@ import numpy as np
 
 from hadis_profile import __version__
 from hadis_profile.errors import HadisError
+from hadis_profile.fileio import jsonable
 from hadis_profile.metrics import info as metric_info
-from hadis_profile.report.documents import finite
 
 FORMAT = "hadis-profile/report"
 #: Quantiles drawn by the distribution figures (box from 25 to 75 %, whiskers 5 to 95 %).
@@ -100,7 +100,7 @@ def collect(
         },
         "notes": notes,
     }
-    return finite(doc)
+    return jsonable(doc)
 
 
 # --------------------------------------------------------------------------- per model

@@ -8,30 +8,15 @@ there (:func:`hadis_profile.report.terminal.write_json`); messages go to stderr.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from hadis_profile.fileio import jsonable
 
 if TYPE_CHECKING:
     from hadis_profile.prompts import PromptSet
     from hadis_profile.table import CascadeTable
     from hadis_profile.zoo import Zoo
-
-
-def finite(obj: Any) -> Any:
-    """``obj`` with NaN and infinity replaced by None, numpy values by Python ones, paths by
-    strings, tuples by lists: strict JSON whatever the producer held."""
-    if isinstance(obj, dict):
-        return {str(k): finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalar or array
-        return finite(obj.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj
 
 
 def compiled_document(doc: dict, out: Path, plot: Path | None = None) -> dict:
@@ -40,7 +25,7 @@ def compiled_document(doc: dict, out: Path, plot: Path | None = None) -> dict:
     rows = payload["rows"]
     prov = payload["provenance"]
     sweep = prov.get("sweep") or {}
-    return finite(
+    return jsonable(
         {
             "table": str(out),
             "sha256": doc["sha256"],
@@ -61,7 +46,7 @@ def table_document(table: CascadeTable, *, limit: int | None = None) -> dict:
     first, at most ``limit``); ``n_rows`` is the count before the limit."""
     rows = table.rows if limit is None else table.rows[: max(0, limit)]
     d = table.document
-    return finite(
+    return jsonable(
         {
             "table": table.source,
             "format": d["format"],
@@ -82,7 +67,7 @@ def table_document(table: CascadeTable, *, limit: int | None = None) -> dict:
 
 def zoo_document(zoo: Zoo) -> dict:
     """``zoo list --json``: the selected models with every field of their specs, and the hash."""
-    return finite(
+    return jsonable(
         {
             "zoo": None if zoo.path is None else str(zoo.path),
             "zoo_hash": zoo.hash(),
@@ -97,7 +82,7 @@ def zoo_document(zoo: Zoo) -> dict:
 def prompt_set_document(ps: PromptSet, *, show: int | None = None) -> dict:
     """``prompts inspect --json``: counts, hash, and the first ``show`` prompts (all if None)."""
     texts = list(ps.texts if show is None else ps.texts[:show])
-    return finite(
+    return jsonable(
         {
             "source": None if ps.source is None else str(ps.source),
             "column": ps.column,
