@@ -377,3 +377,29 @@ def test_dry_run_no_probe_gives_no_estimate_for_unmeasured_models(
     )
     assert res.exit_code == 0, res.output
     assert "Estimated GPU time: unknown" in res.output and not (tmp_path / "r").exists()
+
+
+def test_the_batch_that_makes_the_images_is_finished_by_their_calls(tmp_path, prompts_file):
+    """The largest batch size (where the images are made when it has the best throughput)
+    takes only min_reps sweep calls: the generation calls at that batch complete it."""
+    opts = _opts(
+        tmp_path,
+        prompts_file,
+        models=MODELS[:1],
+        images_per_prompt=4,  # 3 prompts x 4 images = 6 calls at batch 2
+        gen_batch=None,
+        reps=8,
+        min_reps=3,
+        tolerance=None,
+        fid="none",
+    )
+    P.run_profile(opts)
+    with RunStore.open(opts.out) as store:
+        samples = store.latency_samples(MODELS[0], "cpu")
+        lat = store.latency(MODELS[0], "cpu")
+    sources = {b: [src for _, src in s] for b, s in samples.items()}
+    assert sources[1].count("sweep") == 8  # a smaller batch: every sweep call it asked for
+    assert sources[2].count("sweep") == 3  # settled by the sweep's minimum ...
+    # ... and the generation calls, when batch 2 made the images (the best throughput)
+    gen = sources[2].count("generation") + sources[1].count("generation")
+    assert gen == 6 and lat[2].reps == len(sources[2])

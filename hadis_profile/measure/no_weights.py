@@ -496,8 +496,9 @@ def load_random(spec: ModelSpec, *, device: str = "cpu", seed: int = 0) -> Any:
     """
     import time
 
-    from hadis_profile.measure.pipelines import pick_device, ready, torch_dtype
+    from hadis_profile.measure.pipelines import pick_device, quiet_libraries, ready, torch_dtype
 
+    quiet_libraries()
     t0 = time.perf_counter()
     dev = pick_device(device)
     dtype = torch_dtype(spec.dtype, dev)

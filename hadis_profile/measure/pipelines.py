@@ -69,6 +69,18 @@ def configure_hub(online: bool = False, etag_timeout: int = DEFAULT_ETAG_TIMEOUT
         constants.HF_HUB_DISABLE_TELEMETRY = True
 
 
+def quiet_libraries() -> None:
+    """Errors only from diffusers and transformers, and no progress bars: a profiling log
+    must show progress and problems, not a tokenizer notice per prompt longer than 77
+    tokens (the pipelines truncate them, as serving does) or a bar per denoising loop."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def torch_dtype(name: str, device: str) -> Any:
     """The torch dtype for a zoo dtype; fp16 on CPU becomes fp32 (CPU fp16 kernels are
     missing or far slower than fp32, so a CPU profile of fp16 would measure nothing)."""
@@ -423,8 +435,7 @@ def load_pipeline(
         notes.append("fp16 requested; loaded as fp32 on the CPU")
     import diffusers
 
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
+    quiet_libraries()
     hub = _hub_kwargs(cache_dir, online)
     source = resolve_source(spec.source, base_dir)
     local = os.path.isabs(source)
