@@ -379,16 +379,36 @@ def test_dry_run_no_probe_gives_no_estimate_for_unmeasured_models(
     assert "Estimated GPU time: unknown" in res.output and not (tmp_path / "r").exists()
 
 
-def test_the_batch_that_makes_the_images_is_finished_by_their_calls(tmp_path, prompts_file):
-    """The largest batch size (where the images are made when it has the best throughput)
-    takes only min_reps sweep calls: the generation calls at that batch complete it."""
+def _slow_sweep_at(monkeypatch, batch: int, seconds: float) -> None:
+    """Make the latency sweep's calls at ``batch`` slower by ``seconds`` (not the image
+    generation's), so which batch has the best throughput does not depend on timing noise."""
+    import time
+
+    from hadis_profile.measure.job import ModelJob
+
+    original = ModelJob._runner
+
+    def runner(self):
+        run = original(self)
+
+        def call(b):
+            if b == batch:
+                time.sleep(seconds)
+            return run(b)
+
+        return call
+
+    monkeypatch.setattr(ModelJob, "_runner", runner)
+
+
+def _sweep_and_generation_calls(tmp_path, prompts_file):
     opts = _opts(
         tmp_path,
         prompts_file,
         models=MODELS[:1],
-        images_per_prompt=4,  # 3 prompts x 4 images = 6 calls at batch 2
+        images_per_prompt=4,  # 3 prompts x 4 images: 6 calls at batch 2, 12 at batch 1
         gen_batch=None,
-        reps=8,
+        reps=6,
         min_reps=3,
         tolerance=None,
         fid="none",
@@ -397,9 +417,29 @@ def test_the_batch_that_makes_the_images_is_finished_by_their_calls(tmp_path, pr
     with RunStore.open(opts.out) as store:
         samples = store.latency_samples(MODELS[0], "cpu")
         lat = store.latency(MODELS[0], "cpu")
-    sources = {b: [src for _, src in s] for b, s in samples.items()}
-    assert sources[1].count("sweep") == 8  # a smaller batch: every sweep call it asked for
-    assert sources[2].count("sweep") == 3  # settled by the sweep's minimum ...
-    # ... and the generation calls, when batch 2 made the images (the best throughput)
-    gen = sources[2].count("generation") + sources[1].count("generation")
-    assert gen == 6 and lat[2].reps == len(sources[2])
+    for b, s in samples.items():
+        assert lat[b].reps == len(s)
+    return {b: [src for _, src in s] for b, s in samples.items()}
+
+
+def test_the_batch_that_makes_the_images_is_finished_by_their_calls(
+    tmp_path, prompts_file, monkeypatch
+):
+    """When the largest batch size has the best throughput, the images are made at it:
+    it takes only min_reps sweep calls and the generation calls complete it."""
+    _slow_sweep_at(monkeypatch, 1, 0.3)
+    sources = _sweep_and_generation_calls(tmp_path, prompts_file)
+    assert sources[1] == ["sweep"] * 6  # a smaller batch: every sweep call it asked for
+    assert sources[2].count("sweep") == 3 and sources[2].count("generation") == 6
+
+
+def test_the_largest_batch_is_measured_in_full_when_the_images_are_made_elsewhere(
+    tmp_path, prompts_file, monkeypatch
+):
+    """When a smaller batch has the best throughput, no generation call will add to the
+    largest one, so the sweep gives it every call it asked for (CI once saw it left at
+    min_reps when timing noise made batch 1 the faster)."""
+    _slow_sweep_at(monkeypatch, 2, 0.5)
+    sources = _sweep_and_generation_calls(tmp_path, prompts_file)
+    assert sources[2] == ["sweep"] * 6
+    assert sources[1].count("sweep") == 6 and sources[1].count("generation") == 12

@@ -97,6 +97,28 @@ def test_sweep_oom_as_plain_runtime_error_and_other_errors_propagate():
         L.latency_sweep(broken, [1])
 
 
+def test_enough_is_asked_once_at_min_reps_and_may_end_the_point():
+    asked: list[int] = []
+
+    def enough(answer: bool):
+        def ask(samples: list[float]) -> bool:
+            asked.append(len(samples))
+            return answer
+
+        return ask
+
+    calls: list[int] = []
+    done = L.measure_point(
+        _fake_model(8, calls), 2, warmup=1, reps=8, min_reps=3, enough=enough(True)
+    )
+    assert done.stats.reps == 3 and asked == [3] and len(calls) == 1 + 3
+    asked.clear()
+    full = L.measure_point(
+        _fake_model(8, calls), 2, warmup=0, reps=8, min_reps=3, enough=enough(False)
+    )
+    assert full.stats.reps == 8 and asked == [3]  # asked once, then every call it asked for
+
+
 def test_time_budget_reduces_reps_but_not_below_min():
     import time
 

@@ -11,6 +11,7 @@ device, or on a cluster, with one writer for the store.
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 from hadis_profile.errors import HadisError
 from hadis_profile.measure.latency import LatencyPoint
 from hadis_profile.measure.units import ModelWork, PromptRecord, generation_batch
+from hadis_profile.samples import summarize
 
 #: Prompt used for the latency sweep (prompt content barely matters: text is padded).
 LATENCY_PROMPT = "a photograph of an astronaut riding a horse"
@@ -130,15 +132,15 @@ class ModelJob:
         batch_sizes: Sequence[int],
         on_point: Callable[[LatencyPoint], None],
         *,
-        more_to_come: int = 0,
+        finished_later: Callable[[int, list[float]], bool] | None = None,
     ) -> list[LatencyPoint]:
         """One point per batch size, in increasing order; stops after an out-of-memory point
         (after which the pipeline is repaired, see :meth:`restore`).
 
-        ``more_to_come``: how many full calls at the largest batch size the image
-        generation will add to its samples. When they cover ``min_reps``, that point
-        (usually the best-throughput one, where the images are made) takes only
-        ``min_reps`` timed calls here: the generation calls finish measuring it.
+        ``finished_later(batch, samples)``, asked of the largest batch size once it
+        has ``min_reps`` timed calls, says whether later calls (the image
+        generation's) will add enough samples to it; if so the sweep stops there
+        rather than spend ``reps`` calls on a point that is measured anyway.
         """
         from hadis_profile.measure.latency import measure_point
 
@@ -147,17 +149,20 @@ class ModelJob:
         sizes = sorted(set(int(x) for x in batch_sizes))
         points: list[LatencyPoint] = []
         for b in sizes:
-            settle = b == sizes[-1] and more_to_come >= opts.min_reps
+            enough = None
+            if finished_later is not None and b == sizes[-1]:
+                enough = functools.partial(finished_later, b)
             point = measure_point(
                 runner,
                 b,
                 warmup=opts.warmup,
-                reps=min(opts.reps, opts.min_reps) if settle else opts.reps,
+                reps=opts.reps,
                 min_reps=opts.min_reps,
-                tolerance=None if settle else opts.tolerance,
+                tolerance=opts.tolerance,
                 time_budget_s=opts.time_budget_s,
                 device=self.device,
                 baseline=self.baseline,
+                enough=enough,
             )
             points.append(point)
             if point.infeasible:
@@ -246,13 +251,21 @@ class ModelJob:
                     known[point.stats.batch_size] = point.stats
                     sink.latency(self.name, point)
 
-                largest = max(work.batch_sizes)
-                calls = (
-                    len(work.prompt_ids) * self.opts.images_per_prompt // largest
-                    if work.prompt_ids and self.opts.gen_batch in (None, largest)
-                    else 0
+                def finished_later(batch: int, samples: list[float]) -> bool:
+                    # The images are made at generation_batch(known): if that is this
+                    # batch given these samples, its full calls add to the point.
+                    calls = len(work.prompt_ids) * self.opts.images_per_prompt // batch
+                    trial = {**known, batch: summarize(batch, samples)}
+                    return (
+                        calls >= self.opts.min_reps
+                        and generation_batch(trial, self.opts.gen_batch) == batch
+                    )
+
+                self.latency(
+                    work.batch_sizes,
+                    point_done,
+                    finished_later=finished_later if work.prompt_ids else None,
                 )
-                self.latency(work.batch_sizes, point_done, more_to_come=calls)
             if work.stages:
                 phase = "the stage breakdown"
                 sink.stages(self.name, self.stages())

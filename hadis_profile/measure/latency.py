@@ -115,6 +115,7 @@ def measure_point(
     tolerance: float | None = None,
     time_budget_s: float | None = None,
     baseline: Baseline | None = None,
+    enough: Callable[[list[float]], bool] | None = None,
 ) -> LatencyPoint:
     """Warm up, then time calls of ``fn(batch_size)``: at most ``reps``, at least ``min_reps``.
 
@@ -123,8 +124,11 @@ def measure_point(
     ``tolerance`` of the median: a stable point is known after a handful of
     calls, a noisy one gets up to ``reps``. ``time_budget_s`` caps the timed
     calls' total (a 30 s batch of a 50-step model cannot afford 30 calls); the
-    point then says ``budget_cut``. An OOM anywhere in the point yields an
-    infeasible :class:`LatencyPoint` with the memory freed.
+    point then says ``budget_cut``. ``enough(samples)``, asked once at
+    ``min_reps`` calls, may end the point there: when other calls will add
+    samples to it later (the image generation's, see :meth:`.job.ModelJob.run`).
+    An OOM anywhere in the point yields an infeasible :class:`LatencyPoint`
+    with the memory freed.
     """
     timer = Timer(device)
     monitor = MemoryMonitor(device, baseline)
@@ -144,6 +148,8 @@ def measure_point(
             samples.append(t)
             spent += t
             n = len(samples)
+            if enough is not None and n == floor and n < reps and enough(list(samples)):
+                break
             if tolerance is not None and n >= floor:
                 ci_rel = median_ci_rel(samples)
                 if ci_rel is not None and ci_rel <= tolerance:
