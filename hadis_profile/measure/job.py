@@ -11,7 +11,6 @@ device, or on a cluster, with one writer for the store.
 
 from __future__ import annotations
 
-import functools
 import io
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -132,45 +131,37 @@ class ModelJob:
         batch_sizes: Sequence[int],
         on_point: Callable[[LatencyPoint], None],
         *,
-        finished_later: Callable[[int, list[float]], bool] | None = None,
+        enough: Callable[[int, list[float]], bool] | None = None,
     ) -> list[LatencyPoint]:
         """One point per batch size, in increasing order; stops after an out-of-memory point
         (after which the pipeline is repaired, see :meth:`restore`).
 
-        ``finished_later(batch, samples)``, asked of the largest batch size once it
-        has ``min_reps`` timed calls, says whether later calls (the image
-        generation's) will add enough samples to it; if so the sweep stops there
-        rather than spend ``reps`` calls on a point that is measured anyway.
+        ``enough(batch, samples)``, asked of each point once it has ``min_reps``
+        timed calls, may end it there: when later calls (the image generation's)
+        will add enough samples to it, ``reps`` sweep calls would be spent twice.
         """
-        from hadis_profile.measure.latency import measure_point
+        from hadis_profile.measure.latency import latency_sweep
 
         opts = self.opts
-        runner = self._runner()
-        sizes = sorted(set(int(x) for x in batch_sizes))
-        points: list[LatencyPoint] = []
-        for b in sizes:
-            enough = None
-            if finished_later is not None and b == sizes[-1]:
-                enough = functools.partial(finished_later, b)
-            point = measure_point(
-                runner,
-                b,
-                warmup=opts.warmup,
-                reps=opts.reps,
-                min_reps=opts.min_reps,
-                tolerance=opts.tolerance,
-                time_budget_s=opts.time_budget_s,
-                device=self.device,
-                baseline=self.baseline,
-                enough=enough,
-            )
-            points.append(point)
+
+        def point_done(point: LatencyPoint) -> None:
             if point.infeasible:
                 self.restore()
             on_point(point)
-            if point.infeasible:
-                break
-        return points
+
+        return latency_sweep(
+            self._runner(),
+            batch_sizes,
+            on_point=point_done,
+            enough=enough,
+            warmup=opts.warmup,
+            reps=opts.reps,
+            min_reps=opts.min_reps,
+            tolerance=opts.tolerance,
+            time_budget_s=opts.time_budget_s,
+            device=self.device,
+            baseline=self.baseline,
+        )
 
     def stages(self) -> dict[str, float]:
         """Mean seconds per call in text encoding, denoising, VAE decoding and the rest."""
@@ -251,9 +242,13 @@ class ModelJob:
                     known[point.stats.batch_size] = point.stats
                     sink.latency(self.name, point)
 
+                largest = max(work.batch_sizes)
+
                 def finished_later(batch: int, samples: list[float]) -> bool:
-                    # The images are made at generation_batch(known): if that is this
-                    # batch given these samples, its full calls add to the point.
+                    # The images are made at generation_batch(known). Only the largest
+                    # batch can know it will be that one: a larger one may still be faster.
+                    if batch != largest or not work.prompt_ids:
+                        return False
                     calls = len(work.prompt_ids) * self.opts.images_per_prompt // batch
                     trial = {**known, batch: summarize(batch, samples)}
                     return (
@@ -261,11 +256,7 @@ class ModelJob:
                         and generation_batch(trial, self.opts.gen_batch) == batch
                     )
 
-                self.latency(
-                    work.batch_sizes,
-                    point_done,
-                    finished_later=finished_later if work.prompt_ids else None,
-                )
+                self.latency(work.batch_sizes, point_done, enough=finished_later)
             if work.stages:
                 phase = "the stage breakdown"
                 sink.stages(self.name, self.stages())

@@ -15,6 +15,7 @@ memory is freed, and the sweep stops growing the batch for that model.
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -190,6 +191,7 @@ def latency_sweep(
     batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
     *,
     on_point: Callable[[LatencyPoint], None] | None = None,
+    enough: Callable[[int, list[float]], bool] | None = None,
     **point_kwargs: Any,
 ) -> list[LatencyPoint]:
     """Measure each batch size in increasing order (:func:`measure_point` with
@@ -197,10 +199,12 @@ def latency_sweep(
 
     ``on_point`` is called after every point (feasible or not) so a caller can
     commit it at once: a crash later in the sweep loses nothing measured.
+    ``enough(batch_size, samples)`` is each point's ``enough``.
     """
     points: list[LatencyPoint] = []
     for b in sorted(set(int(x) for x in batch_sizes)):
-        point = measure_point(fn, b, **point_kwargs)
+        ask = None if enough is None else functools.partial(enough, b)
+        point = measure_point(fn, b, enough=ask, **point_kwargs)
         points.append(point)
         if on_point is not None:
             on_point(point)
