@@ -226,6 +226,7 @@ def plugin_module(monkeypatch):
     mod.Constant = Constant
     mod.make_constant = make_constant
     mod.Flat = Flat
+    mod.flat_factory = lambda: Flat()
     mod.half = lambda images, prompts: [0.5] * len(images)
     monkeypatch.setitem(sys.modules, "hadis_test_plugins", mod)
     return mod
@@ -246,6 +247,10 @@ def test_plugin_scorers(plugin_module):
     np.testing.assert_allclose(disc.confidence(imgs, ["a"] * 3), [0.5] * 3)
     ext = PL.load_extractor("hadis_test_plugins:Flat")
     assert ext.features(imgs).shape == (3, 4)
+    made = PL.load_extractor("hadis_test_plugins:flat_factory")
+    assert isinstance(made, plugin_module.Flat)
+    with pytest.raises(HadisError, match="does not give a FeatureExtractor"):
+        PL.load_extractor("hadis_test_plugins:make_constant")  # a factory of something else
 
 
 def test_plugin_errors(plugin_module):

@@ -73,11 +73,20 @@ def import_object(ref: str) -> Any:
     return obj
 
 
-def _instantiate(obj: Any, base: type, kwargs: dict[str, Any]) -> Any:
+def _instantiate(
+    obj: Any, base: type, kwargs: dict[str, Any], *, any_callable: bool = False
+) -> Any:
+    """``obj`` as a ``base``: itself, its subclass instantiated with ``kwargs``, or what a
+    factory returns; None otherwise. A factory is a callable without required positional
+    parameters (:func:`_is_factory`), or any callable with ``any_callable``: scorers and
+    discriminators may be plain ``fn(images, prompts)`` functions, extractors may not."""
     if isinstance(obj, base):
         return obj
     if inspect.isclass(obj) and issubclass(obj, base):
         return obj(**kwargs)
+    if callable(obj) and (any_callable or _is_factory(obj)):
+        made = obj(**kwargs)
+        return made if isinstance(made, base) else None
     return None
 
 
@@ -86,9 +95,6 @@ def load_scorer(ref: str, *, metric_id: str | None = None, **kwargs: Any) -> Sco
     returning one, or a plain ``fn(images, prompts)`` given a ``metric_id``)."""
     obj = import_object(ref)
     scorer = _instantiate(obj, Scorer, kwargs)
-    if scorer is None and callable(obj) and _is_factory(obj):
-        made = obj(**kwargs)
-        scorer = made if isinstance(made, Scorer) else None
     if scorer is None:
         if not callable(obj):
             raise HadisError(f"Plug-in '{ref}' is neither a Scorer nor a callable.")
@@ -109,9 +115,6 @@ def load_discriminator(ref: str, *, scorer_id: str | None = None, **kwargs: Any)
     """A :class:`Discriminator` from ``module:callable`` (as :func:`load_scorer`)."""
     obj = import_object(ref)
     disc = _instantiate(obj, Discriminator, kwargs)
-    if disc is None and callable(obj) and _is_factory(obj):
-        made = obj(**kwargs)
-        disc = made if isinstance(made, Discriminator) else None
     if disc is None:
         if not callable(obj):
             raise HadisError(f"Plug-in '{ref}' is neither a Discriminator nor a callable.")
@@ -124,10 +127,7 @@ def load_discriminator(ref: str, *, scorer_id: str | None = None, **kwargs: Any)
 def load_extractor(ref: str, **kwargs: Any) -> FeatureExtractor:
     """A :class:`FeatureExtractor` from ``module:callable`` (instance, subclass or factory)."""
     obj = import_object(ref)
-    ext = _instantiate(obj, FeatureExtractor, kwargs)
-    if ext is None and callable(obj):
-        made = obj(**kwargs)
-        ext = made if isinstance(made, FeatureExtractor) else None
+    ext = _instantiate(obj, FeatureExtractor, kwargs, any_callable=True)
     if ext is None:
         raise HadisError(f"Plug-in '{ref}' does not give a FeatureExtractor.")
     return ext
